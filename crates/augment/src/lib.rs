@@ -1,0 +1,1 @@
+//! The `augment` crate (being built).

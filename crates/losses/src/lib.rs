@@ -1,0 +1,1 @@
+//! The `losses` crate (being built).

@@ -1,0 +1,1 @@
+//! The `models` crate (being built).

@@ -1,0 +1,2 @@
+//! The `trainer` binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Examples of each crate used on its own; see `examples/examples/*.rs` and README.md.
