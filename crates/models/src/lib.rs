@@ -1,1 +1,3 @@
 //! The `models` crate (being built).
+
+pub mod ops;

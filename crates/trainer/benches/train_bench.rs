@@ -1,0 +1,2 @@
+//! The workloads of `cargo xtask bench` (being built).
+fn main() {}
