@@ -1,0 +1,280 @@
+//! `ResNet` (He et al. 2016) with basic and bottleneck blocks, ImageNet and CIFAR stems,
+//! torchvision parameter paths, and every stage's features from one forward pass.
+
+use candle_core::{ModuleT, Result, Tensor};
+use candle_nn::{Linear, VarBuilder};
+
+use crate::config::{BlockKind, ResNetConfig, Stem};
+use crate::layers::{linear, linear_forward, BatchNorm2d, Conv2d};
+use crate::maxpool::MaxPool2d;
+
+/// Everything one forward pass of a [`ResNet`] computes, for the distillation losses
+/// (FitNet and AT use `feature_maps`, CRD and RKD `pooled`, KD `logits`).
+#[derive(Debug, Clone)]
+pub struct Features {
+    /// Output of the stem (after ReLU and, for the ImageNet stem, the max-pool):
+    /// `(N, stem_width, H', W')`.
+    pub stem: Tensor,
+    /// Output of every stage `layer1`, `layer2`, … (after its last ReLU):
+    /// `(N, widths[i] * expansion, H_i, W_i)`.
+    pub feature_maps: Vec<Tensor>,
+    /// Global average of the last feature map: `(N, feature_dim)`.
+    pub pooled: Tensor,
+    /// `fc(pooled)`: `(N, num_classes)`; equal to `pooled` when `num_classes == 0`.
+    pub logits: Tensor,
+}
+
+/// A residual block; `downsample` (1×1 strided conv + BN) when the shape changes.
+#[derive(Debug, Clone)]
+struct Block {
+    convs: Vec<Conv2d>,
+    bns: Vec<BatchNorm2d>,
+    downsample: Option<(Conv2d, BatchNorm2d)>,
+}
+
+impl Block {
+    fn new(
+        cfg: &ResNetConfig,
+        c_in: usize,
+        planes: usize,
+        stride: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let c_out = planes * cfg.block.expansion();
+        let bn = |c: usize, relu: bool, last: bool, vb: VarBuilder| {
+            let zero = last && cfg.zero_init_residual;
+            BatchNorm2d::new(c, cfg.bn_eps, cfg.bn_momentum, relu, zero, vb)
+        };
+        let (convs, bns) = match cfg.block {
+            BlockKind::Basic => (
+                vec![
+                    Conv2d::new(c_in, planes, 3, stride, 1, vb.pp("conv1"))?,
+                    Conv2d::new(planes, planes, 3, 1, 1, vb.pp("conv2"))?,
+                ],
+                vec![
+                    bn(planes, true, false, vb.pp("bn1"))?,
+                    bn(planes, false, true, vb.pp("bn2"))?,
+                ],
+            ),
+            BlockKind::Bottleneck => (
+                vec![
+                    Conv2d::new(c_in, planes, 1, 1, 0, vb.pp("conv1"))?,
+                    Conv2d::new(planes, planes, 3, stride, 1, vb.pp("conv2"))?,
+                    Conv2d::new(planes, c_out, 1, 1, 0, vb.pp("conv3"))?,
+                ],
+                vec![
+                    bn(planes, true, false, vb.pp("bn1"))?,
+                    bn(planes, true, false, vb.pp("bn2"))?,
+                    bn(c_out, false, true, vb.pp("bn3"))?,
+                ],
+            ),
+        };
+        let downsample = if stride != 1 || c_in != c_out {
+            let vb = vb.pp("downsample");
+            Some((
+                Conv2d::new(c_in, c_out, 1, stride, 0, vb.pp("0"))?,
+                bn(c_out, false, false, vb.pp("1"))?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            convs,
+            bns,
+            downsample,
+        })
+    }
+
+    fn num_parameters(&self) -> usize {
+        let ds = self
+            .downsample
+            .as_ref()
+            .map_or(0, |(c, b)| c.num_parameters() + b.num_parameters());
+        self.convs.iter().map(Conv2d::num_parameters).sum::<usize>()
+            + self
+                .bns
+                .iter()
+                .map(BatchNorm2d::num_parameters)
+                .sum::<usize>()
+            + ds
+    }
+
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let mut ys = xs.clone();
+        for (conv, bn) in self.convs.iter().zip(&self.bns) {
+            ys = bn.forward_t(&conv.forward(&ys)?, train)?;
+        }
+        let identity = match &self.downsample {
+            Some((conv, bn)) => bn.forward_t(&conv.forward(xs)?, train)?,
+            None => xs.clone(),
+        };
+        (ys + identity)?.relu()
+    }
+}
+
+/// A ResNet (He et al. 2016, "Deep Residual Learning for Image Recognition") as torchvision
+/// and RepDistiller build it.
+///
+/// Parameter paths are torchvision's `state_dict` keys (`conv1.weight`, `bn1.running_mean`,
+/// `layer1.0.conv1.weight`, `layer2.0.downsample.0.weight`, `fc.weight`, …), which are also
+/// RepDistiller's, so a checkpoint saved with
+/// `safetensors.torch.save_file(model.state_dict(), path)` loads through
+/// [`VarBuilder::from_mmaped_safetensors`] with no renaming; `num_batches_tracked` is
+/// ignored. A checkpoint of another architecture fails to load with an error naming the
+/// first missing or mis-shaped tensor.
+///
+/// In training mode batch norms use the batch statistics and update their running ones;
+/// with a [`candle_nn::VarMap`]-backed `VarBuilder` those live in the `VarMap` and are
+/// saved with the weights. Build with [`crate::init::seeded_var_builder`] for a seeded,
+/// bit-reproducible torchvision initialisation.
+///
+/// # Shapes
+/// - `xs`: `(N, 3, H, W)`, e.g. `(N, 3, 224, 224)` for the ImageNet stem, `(N, 3, 32, 32)`
+///   for the CIFAR stem (any size works: the pooling is global)
+/// - [`ModuleT::forward_t`] returns the logits `(N, num_classes)`
+///
+/// ```
+/// use candle_core::{DType, Device, ModuleT, Tensor};
+/// let cfg = models::ResNetConfig::resnet8(10);
+/// let varmap = candle_nn::VarMap::new();
+/// let vb = models::init::seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu);
+/// let net = models::ResNet::new(&cfg, vb)?;
+/// let xs = Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu)?;
+/// assert_eq!(net.forward_t(&xs, false)?.dims(), [2, 10]);
+/// let f = net.forward_features(&xs, false)?;
+/// assert_eq!(f.feature_maps.len(), 3);
+/// assert_eq!(f.pooled.dims(), [2, net.feature_dim()]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ResNet {
+    conv1: Conv2d,
+    bn1: BatchNorm2d,
+    maxpool: Option<MaxPool2d>,
+    layers: Vec<Vec<Block>>,
+    fc: Option<Linear>,
+    feature_dim: usize,
+    num_classes: usize,
+    num_parameters: usize,
+}
+
+impl ResNet {
+    /// Builds the network of `cfg`, taking (or creating) its variables from `vb`.
+    pub fn new(cfg: &ResNetConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()?;
+        let (conv1, maxpool) = match cfg.stem {
+            Stem::ImageNet => (
+                Conv2d::new(3, cfg.stem_width, 7, 2, 3, vb.pp("conv1"))?,
+                Some(MaxPool2d::new(3, 2, 1)?),
+            ),
+            Stem::Cifar => (
+                Conv2d::new(3, cfg.stem_width, 3, 1, 1, vb.pp("conv1"))?,
+                None,
+            ),
+        };
+        let bn1 = BatchNorm2d::new(
+            cfg.stem_width,
+            cfg.bn_eps,
+            cfg.bn_momentum,
+            true,
+            false,
+            vb.pp("bn1"),
+        )?;
+        let mut c_in = cfg.stem_width;
+        let mut layers = Vec::with_capacity(cfg.layers.len());
+        for (i, (&n_blocks, &planes)) in cfg.layers.iter().zip(&cfg.widths).enumerate() {
+            let vb_layer = vb.pp(format!("layer{}", i + 1));
+            let stride = if i == 0 { 1 } else { 2 };
+            let mut blocks = Vec::with_capacity(n_blocks);
+            for b in 0..n_blocks {
+                let s = if b == 0 { stride } else { 1 };
+                blocks.push(Block::new(cfg, c_in, planes, s, vb_layer.pp(b))?);
+                c_in = planes * cfg.block.expansion();
+            }
+            layers.push(blocks);
+        }
+        let fc = if cfg.num_classes > 0 {
+            Some(linear(c_in, cfg.num_classes, vb.pp("fc"))?)
+        } else {
+            None
+        };
+        let num_parameters = conv1.num_parameters()
+            + bn1.num_parameters()
+            + layers
+                .iter()
+                .flatten()
+                .map(Block::num_parameters)
+                .sum::<usize>()
+            + fc.as_ref().map_or(0, |fc| {
+                fc.weight().elem_count() + fc.bias().map_or(0, Tensor::elem_count)
+            });
+        Ok(Self {
+            conv1,
+            bn1,
+            maxpool,
+            layers,
+            fc,
+            feature_dim: c_in,
+            num_classes: cfg.num_classes,
+            num_parameters,
+        })
+    }
+
+    /// Channels of the pooled features (512 for resnet18, 2048 for resnet50).
+    pub fn feature_dim(&self) -> usize {
+        self.feature_dim
+    }
+
+    /// Number of classes of `fc` (`0`: no classifier).
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    /// Number of trainable parameters (convolution and linear weights and biases, batch-norm
+    /// weights and biases; not the running statistics), as torchvision's
+    /// `sum(p.numel() for p in model.parameters())`.
+    pub fn num_parameters(&self) -> usize {
+        self.num_parameters
+    }
+
+    /// Stem, every stage, pooled features and logits, from one forward pass.
+    ///
+    /// # Shapes
+    /// - `xs`: `(N, 3, H, W)`
+    /// - returns [`Features`]
+    pub fn forward_features(&self, xs: &Tensor, train: bool) -> Result<Features> {
+        let dims = xs.dims();
+        if dims.len() != 4 || dims[1] != 3 {
+            candle_core::bail!("ResNet: input must be (N, 3, H, W), got {dims:?}")
+        }
+        let mut ys = self.bn1.forward_t(&self.conv1.forward(xs)?, train)?;
+        if let Some(pool) = &self.maxpool {
+            ys = pool.forward(&ys)?;
+        }
+        let stem = ys.clone();
+        let mut feature_maps = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            for block in layer {
+                ys = block.forward_t(&ys, train)?;
+            }
+            feature_maps.push(ys.clone());
+        }
+        let pooled = ys.mean((2, 3))?;
+        let logits = match &self.fc {
+            Some(fc) => linear_forward(fc, &pooled)?,
+            None => pooled.clone(),
+        };
+        Ok(Features {
+            stem,
+            feature_maps,
+            pooled,
+            logits,
+        })
+    }
+}
+
+impl ModuleT for ResNet {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self.forward_features(xs, train)?.logits)
+    }
+}
