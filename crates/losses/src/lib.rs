@@ -13,12 +13,22 @@
 //! bad input is an `Err` naming the function and the shapes, never a panic.
 
 mod common;
+mod crd;
+mod feature_maps;
 mod kd;
 mod nt_xent;
+mod queue;
+mod relational;
+mod seed;
 mod simclr_distillation;
 mod supcon;
 
+pub use crd::crd_loss;
+pub use feature_maps::{at_loss, FitNetHint};
 pub use kd::kd_loss;
 pub use nt_xent::{nt_xent, nt_xent_multi};
+pub use queue::EmbeddingQueue;
+pub use relational::{pkt_loss, rkd_angle, rkd_distance, sp_loss};
+pub use seed::seed_loss;
 pub use simclr_distillation::{DistillationLoss, SimClrDistillation, SimClrDistillationConfig};
 pub use supcon::supcon;
