@@ -40,14 +40,12 @@ enum Kind {
     AddRelu,
 }
 
+/// The fast op's batch norm, the stock one, and their shared (weight, bias) if affine.
+type Twins = (BatchNorm, BatchNorm, Option<(Var, Var)>);
+
 /// Two batch norms with the same affine parameters (shared variables) and equal but separate
 /// running statistics.
-fn twin_bns(
-    rng: &mut ChaCha8Rng,
-    c: usize,
-    dtype: DType,
-    affine: bool,
-) -> Result<(BatchNorm, BatchNorm, Option<(Var, Var)>)> {
+fn twin_bns(rng: &mut ChaCha8Rng, c: usize, dtype: DType, affine: bool) -> Result<Twins> {
     let rm = randn(rng, &[c], dtype, 0.0, 0.5)?;
     let rv = randn(rng, &[c], dtype, 0.0, 0.3)?.abs()?.affine(1.0, 0.5)?;
     let eps = 1e-5;

@@ -333,7 +333,7 @@ fn bn_fwd<T: WithDType>(
 #[inline]
 fn masked<T: WithDType>(relu: bool, dy: T, y: T) -> T {
     let zero = T::from_f64(0.0);
-    if relu && !(y > zero) {
+    if relu && y <= zero {
         zero
     } else {
         dy
