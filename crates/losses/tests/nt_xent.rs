@@ -88,3 +88,89 @@ fn nt_xent_rejects_bad_input() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn nt_xent_blocked_matches_pytorch() -> Result<()> {
+    let fx = Fixture::load("nt_xent")?;
+    for case in fx.cases() {
+        for (dtype, tol) in DTYPES {
+            for block in [1, 3, 1024] {
+                let what = format!("nt_xent_blocked {case} {dtype:?} block {block}");
+                let z_a = Var::from_tensor(&fx.get(&case, "z_a", dtype)?)?;
+                let z_b = Var::from_tensor(&fx.get(&case, "z_b", dtype)?)?;
+                let loss =
+                    losses::nt_xent_blocked(&z_a, &z_b, fx.scalar(&case, "temperature")?, block)?;
+                assert_eq!(loss.dtype(), dtype);
+                assert_close(
+                    &format!("{what} loss"),
+                    &loss,
+                    &fx.get(&case, "loss", dtype)?,
+                    tol,
+                )?;
+                let grads = loss.backward()?;
+                let g_a = grads
+                    .get(&z_a)
+                    .ok_or_else(|| anyhow::anyhow!("no grad for z_a"))?;
+                let g_b = grads
+                    .get(&z_b)
+                    .ok_or_else(|| anyhow::anyhow!("no grad for z_b"))?;
+                assert_close(
+                    &format!("{what} grad z_a"),
+                    g_a,
+                    &fx.get(&case, "grad_z_a", dtype)?,
+                    tol,
+                )?;
+                assert_close(
+                    &format!("{what} grad z_b"),
+                    g_b,
+                    &fx.get(&case, "grad_z_b", dtype)?,
+                    tol,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn nt_xent_blocked_agrees_with_plain_on_a_larger_batch() -> Result<()> {
+    // Several full blocks and a ragged last one; the plain version is checked against PyTorch above.
+    let dev = Device::Cpu;
+    let pattern = |phase: f64| -> candle_core::Result<Tensor> {
+        Tensor::arange(0f64, 300.0 * 16.0, &dev)?
+            .reshape((300, 16))?
+            .affine(0.731, phase)?
+            .sin()
+    };
+    let z_a = Var::from_tensor(&pattern(0.0)?)?;
+    let z_b = Var::from_tensor(&pattern(0.4)?)?;
+    let plain = losses::nt_xent(&z_a, &z_b, 0.1)?;
+    let blocked = losses::nt_xent_blocked(&z_a, &z_b, 0.1, 64)?;
+    assert_close("value", &blocked, &plain, 1e-12)?;
+    let (gp, gb) = (plain.backward()?, blocked.backward()?);
+    for v in [&z_a, &z_b] {
+        let want = gp.get(v).ok_or_else(|| anyhow::anyhow!("no plain grad"))?;
+        let got = gb
+            .get(v)
+            .ok_or_else(|| anyhow::anyhow!("no blocked grad"))?;
+        assert_close("grad", got, want, 1e-10)?;
+    }
+    let zeros = Tensor::zeros((4, 3), candle_core::DType::F32, &dev)?;
+    let err = losses::nt_xent_blocked(&zeros, &zeros, 0.5, 0)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("nt_xent_blocked") && err.contains("block_size"),
+        "{err:?}"
+    );
+    let err = losses::nt_xent_blocked(&zeros, &zeros.narrow(1, 0, 2)?, 0.5, 8)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("nt_xent_blocked") && err.contains("same shape"),
+        "{err:?}"
+    );
+    Ok(())
+}
