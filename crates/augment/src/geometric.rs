@@ -69,12 +69,16 @@ impl RandomResizedCrop {
         self
     }
 
-    /// Draws a window `(top, left, height, width)` for an image of size `(h, w)`.
+    /// Draws a window `(top, left, height, width)` for an image of size `(h, w)` (the whole,
+    /// empty, image when `h` or `w` is 0).
     pub fn window(
         &self,
         rng: &mut AugRng,
         (height, width): (usize, usize),
     ) -> (usize, usize, usize, usize) {
+        if height == 0 || width == 0 {
+            return (0, 0, height, width);
+        }
         let area = (height * width) as f64;
         let (log_lo, log_hi) = (self.ratio.0.ln(), self.ratio.1.ln());
         for _ in 0..10 {
