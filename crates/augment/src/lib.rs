@@ -13,8 +13,9 @@
 //! use augment::{presets, MultiView};
 //! let views = MultiView::repeat(presets::simclr_cifar(32)?, 2)?;
 //! let images = vec![0u8; 10 * 3 * 32 * 32]; // 10 CIFAR images, CHW each
-//! let [a, b]: [_; 2] = views.apply_batch(&images, (32, 32), &[4, 2, 9], 0, 0)?.try_into().unwrap();
-//! assert_eq!(a.dims(), b.dims());
+//! let batch = views.apply_batch(&images, (32, 32), &[4, 2, 9], 0, 0)?; // seed 0, epoch 0
+//! assert_eq!(batch.len(), 2); // two views, each (3, 3, 32, 32), normalised f32
+//! assert_eq!(batch[0].dims(), &[3, 3, 32, 32]);
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 

@@ -252,7 +252,7 @@ impl ResNetConfig {
                 self.stem_width
             )
         }
-        if !(self.bn_eps >= 0.0) || !(0.0..=1.0).contains(&self.bn_momentum) {
+        if self.bn_eps.is_nan() || self.bn_eps < 0.0 || !(0.0..=1.0).contains(&self.bn_momentum) {
             candle_core::bail!(
                 "ResNetConfig: bn_eps {} must be >= 0 and bn_momentum {} in [0, 1]",
                 self.bn_eps,

@@ -1,0 +1,582 @@
+//! Batch normalisation fused with ReLU (and with a residual add), forward and backward, as
+//! candle custom ops multi-threaded over channels and images.
+
+use std::sync::{Arc, OnceLock};
+
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
+};
+use candle_nn::{BatchNorm, ModuleT};
+use rayon::prelude::*;
+
+use super::cpu::{fast_path, slice, with_data};
+
+/// Batch norm, a drop-in for `bn.forward_t(xs, train)` with a fast CPU path.
+///
+/// `y = (x - μ) / sqrt(σ² + ε) · γ + β` per channel (Ioffe & Szegedy, 2015), as
+/// `torch.nn.BatchNorm2d`. In training `μ`, `σ²` are the batch statistics over every axis but
+/// the channel one (biased variance), and the running statistics are updated as PyTorch and
+/// candle do: `running = (1 - momentum) · running + momentum · batch`, with the *unbiased*
+/// batch variance for `running_var`. In evaluation the running statistics are used.
+///
+/// **The running statistics are written in place** into `bn.running_mean()` and
+/// `bn.running_var()` (through `Tensor::slice_set`), exactly where `candle_nn::BatchNorm`
+/// keeps them, so the module and a checkpoint of its `VarMap` see the update.
+/// The fast path assumes the default `BatchNormConfig::remove_mean = true` (the only setting
+/// used by ResNets), which `candle_nn::BatchNorm` does not expose.
+///
+/// # Shapes
+/// - `xs`: `(B, C, ...)` (e.g. `(B, C, H, W)`), `bn` over `C` features
+/// - returns the shape of `xs`
+///
+/// # Example
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{BatchNormConfig, VarBuilder, VarMap};
+/// let vm = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+/// let bn = candle_nn::batch_norm(4, BatchNormConfig::default(), vb)?;
+/// let xs = Tensor::arange(0f32, 32., &Device::Cpu)?.reshape((2, 4, 2, 2))?;
+/// let ys = models::ops::batch_norm(&xs, &bn, true)?;
+/// assert_eq!(ys.dims(), &[2, 4, 2, 2]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn batch_norm(xs: &Tensor, bn: &BatchNorm, train: bool) -> Result<Tensor> {
+    bn_impl(xs, bn, None, false, train)
+}
+
+/// Batch norm followed by ReLU, fused: a drop-in for `bn.forward_t(xs, train)?.relu()`.
+///
+/// `y = max(0, (x - μ) / sqrt(σ² + ε) · γ + β)`; statistics and running-statistics updates
+/// exactly as in [`batch_norm`].
+///
+/// # Shapes
+/// - `xs`: `(B, C, ...)`
+/// - returns the shape of `xs`
+///
+/// # Example
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{BatchNormConfig, VarBuilder, VarMap};
+/// let vm = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+/// let bn = candle_nn::batch_norm(4, BatchNormConfig::default(), vb)?;
+/// let xs = Tensor::arange(0f32, 32., &Device::Cpu)?.reshape((2, 4, 2, 2))?;
+/// let ys = models::ops::batch_norm_relu(&xs, &bn, false)?;
+/// assert!(ys.flatten_all()?.min(0)?.to_scalar::<f32>()? >= 0.0);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn batch_norm_relu(xs: &Tensor, bn: &BatchNorm, train: bool) -> Result<Tensor> {
+    bn_impl(xs, bn, None, true, train)
+}
+
+/// The end of a residual block, fused: a drop-in for
+/// `(bn.forward_t(xs, train)? + residual)?.relu()`.
+///
+/// `y = max(0, (x - μ) / sqrt(σ² + ε) · γ + β + residual)`; statistics and running-statistics
+/// updates exactly as in [`batch_norm`]. Gradients flow to `xs`, `γ`, `β` and `residual`.
+///
+/// # Shapes
+/// - `xs`: `(B, C, ...)`
+/// - `residual`: the shape of `xs`
+/// - returns the shape of `xs`
+///
+/// # Example
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{BatchNormConfig, VarBuilder, VarMap};
+/// let vm = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+/// let bn = candle_nn::batch_norm(4, BatchNormConfig::default(), vb)?;
+/// let xs = Tensor::arange(0f32, 32., &Device::Cpu)?.reshape((2, 4, 2, 2))?;
+/// let ys = models::ops::batch_norm_add_relu(&xs, &bn, &xs, true)?;
+/// assert_eq!(ys.dims(), xs.dims());
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn batch_norm_add_relu(
+    xs: &Tensor,
+    bn: &BatchNorm,
+    residual: &Tensor,
+    train: bool,
+) -> Result<Tensor> {
+    if residual.dims() != xs.dims() {
+        bail!(
+            "batch_norm_add_relu: residual {:?} must have the shape of xs {:?}",
+            residual.dims(),
+            xs.dims()
+        );
+    }
+    bn_impl(xs, bn, Some(residual), true, train)
+}
+
+/// The stock candle composition, for devices and dtypes without a fast path.
+fn stock(
+    xs: &Tensor,
+    bn: &BatchNorm,
+    residual: Option<&Tensor>,
+    relu: bool,
+    train: bool,
+) -> Result<Tensor> {
+    let ys = bn.forward_t(xs, train)?;
+    let ys = match residual {
+        Some(r) => (ys + r)?,
+        None => ys,
+    };
+    if relu {
+        ys.relu()
+    } else {
+        Ok(ys)
+    }
+}
+
+fn bn_impl(
+    xs: &Tensor,
+    bn: &BatchNorm,
+    residual: Option<&Tensor>,
+    relu: bool,
+    train: bool,
+) -> Result<Tensor> {
+    let dims = xs.dims();
+    if dims.len() < 2 {
+        bail!("batch_norm: xs must be (B, C, ...), got {dims:?}");
+    }
+    let c = dims[1];
+    let rm = bn.running_mean();
+    let rv = bn.running_var();
+    if rm.dims() != [c] || rv.dims() != [c] {
+        bail!(
+            "batch_norm: xs {dims:?} has {c} channels but the running statistics are {:?}",
+            rm.dims()
+        );
+    }
+    let dt = xs.dtype();
+    let same = |t: &Tensor| t.dtype() == dt && t.device().same_device(xs.device());
+    let affine_ok = bn.weight_and_bias().is_none_or(|(w, b)| same(w) && same(b));
+    if !fast_path(xs) || !affine_ok || !same(rm) || !same(rv) || residual.is_some_and(|r| !same(r))
+    {
+        return stock(xs, bn, residual, relu, train);
+    }
+    let b = dims[0];
+    let s: usize = dims[2..].iter().product();
+    let m = b * s;
+    if train && m < 2 {
+        bail!("batch_norm: training needs more than one value per channel, got xs {dims:?}");
+    }
+    let gb = match bn.weight_and_bias() {
+        Some((w, bias)) => Tensor::stack(&[w, bias], 0)?,
+        None => Tensor::stack(
+            &[
+                Tensor::ones(c, dt, xs.device())?,
+                Tensor::zeros(c, dt, xs.device())?,
+            ],
+            0,
+        )?,
+    };
+    let stats = Arc::new(OnceLock::new());
+    if !train {
+        let mean = rm.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let var = rv.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let invstd = var.iter().map(|v| 1.0 / (v + bn.eps()).sqrt()).collect();
+        // A fresh lock: setting it cannot fail.
+        let _ = stats.set(Stats { mean, var, invstd });
+    }
+    let op = BnOp {
+        dims: (b, c, s),
+        relu,
+        batch_stats: train,
+        eps: bn.eps(),
+        stats: stats.clone(),
+    };
+    let xs = xs.contiguous()?;
+    let ys = match residual {
+        Some(r) => xs.apply_op3_arc(&gb, &r.contiguous()?, Arc::new(Box::new(op)))?,
+        None => xs.apply_op2_arc(&gb, Arc::new(Box::new(op)))?,
+    };
+    if train {
+        let Some(st) = stats.get() else {
+            bail!("batch_norm: the forward pass left no batch statistics")
+        };
+        let mom = bn.momentum();
+        let unbias = m as f64 / (m as f64 - 1.0);
+        let update = |running: &Tensor, batch: &[f64], scale: f64| -> Result<()> {
+            let old = running.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+            let new: Vec<f64> = old
+                .iter()
+                .zip(batch)
+                .map(|(o, v)| (1.0 - mom) * o + mom * scale * v)
+                .collect();
+            let new = Tensor::from_vec(new, c, running.device())?.to_dtype(running.dtype())?;
+            running.slice_set(&new, 0, 0)
+        };
+        update(rm, &st.mean, 1.0)?;
+        update(rv, &st.var, unbias)?;
+    }
+    Ok(ys)
+}
+
+/// Per-channel statistics: mean, biased variance and `1 / sqrt(var + eps)`.
+struct Stats {
+    mean: Vec<f64>,
+    var: Vec<f64>,
+    invstd: Vec<f64>,
+}
+
+struct BnOp {
+    /// `(B, C, S)`: batch, channels, elements per channel and image.
+    dims: (usize, usize, usize),
+    relu: bool,
+    /// Batch statistics (training) or the running ones given in `stats` (evaluation).
+    batch_stats: bool,
+    eps: f64,
+    stats: Arc<OnceLock<Stats>>,
+}
+
+/// `(Σ (x - shift), Σ (x - shift)²)` over a slice, in eight independent lanes.
+fn shifted_sums<T: WithDType>(xs: &[T], shift: T) -> (f64, f64) {
+    let zero = T::from_f64(0.0);
+    let mut s1 = [zero; 8];
+    let mut s2 = [zero; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for ch in chunks {
+        for l in 0..8 {
+            let d = ch[l] - shift;
+            s1[l] += d;
+            s2[l] += d * d;
+        }
+    }
+    let (mut a, mut b) = (0f64, 0f64);
+    for l in 0..8 {
+        a += s1[l].to_f64();
+        b += s2[l].to_f64();
+    }
+    for &v in rest {
+        let d = (v - shift).to_f64();
+        a += d;
+        b += d * d;
+    }
+    (a, b)
+}
+
+fn batch_stats<T: WithDType>(x: &[T], (b, c, s): (usize, usize, usize), eps: f64) -> Stats {
+    let m = (b * s) as f64;
+    let ms: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ci| {
+            let shift = x[ci * s];
+            let (mut s1, mut s2) = (0f64, 0f64);
+            for bi in 0..b {
+                let o = (bi * c + ci) * s;
+                let (a, q) = shifted_sums(&x[o..o + s], shift);
+                s1 += a;
+                s2 += q;
+            }
+            let mean_d = s1 / m;
+            (shift.to_f64() + mean_d, (s2 / m - mean_d * mean_d).max(0.0))
+        })
+        .collect();
+    let (mean, var): (Vec<f64>, Vec<f64>) = ms.into_iter().unzip();
+    let invstd = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    Stats { mean, var, invstd }
+}
+
+fn bn_fwd<T: WithDType>(
+    x: &[T],
+    gb: &[T],
+    r: Option<&[T]>,
+    dims: (usize, usize, usize),
+    st: &Stats,
+    relu: bool,
+) -> Vec<T> {
+    let (_, c, s) = dims;
+    let zero = T::from_f64(0.0);
+    let coef: Vec<(T, T)> = (0..c)
+        .map(|ci| {
+            let scale = gb[ci].to_f64() * st.invstd[ci];
+            (
+                T::from_f64(scale),
+                T::from_f64(gb[c + ci].to_f64() - st.mean[ci] * scale),
+            )
+        })
+        .collect();
+    let mut out = vec![zero; x.len()];
+    if out.is_empty() {
+        return out;
+    }
+    out.par_chunks_mut(c * s).enumerate().for_each(|(bi, o)| {
+        let base = bi * c * s;
+        for (ci, &(a, sh)) in coef.iter().enumerate() {
+            let xs = &x[base + ci * s..base + (ci + 1) * s];
+            let os = &mut o[ci * s..(ci + 1) * s];
+            match r {
+                Some(r) => {
+                    let rs = &r[base + ci * s..base + (ci + 1) * s];
+                    for ((ov, &xv), &rv) in os.iter_mut().zip(xs).zip(rs) {
+                        let v = xv * a + sh + rv;
+                        *ov = if relu && v < zero { zero } else { v };
+                    }
+                }
+                None => {
+                    for (ov, &xv) in os.iter_mut().zip(xs) {
+                        let v = xv * a + sh;
+                        *ov = if relu && v < zero { zero } else { v };
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+/// `dy` with the ReLU mask applied (`y > 0`), or `dy` itself.
+#[inline]
+fn masked<T: WithDType>(relu: bool, dy: T, y: T) -> T {
+    let zero = T::from_f64(0.0);
+    if relu && !(y > zero) {
+        zero
+    } else {
+        dy
+    }
+}
+
+type Grads<T> = (Option<Vec<T>>, Option<Vec<T>>, Option<Vec<T>>);
+
+impl BnOp {
+    fn stats(&self) -> Result<&Stats> {
+        match self.stats.get() {
+            Some(s) => Ok(s),
+            None => bail!("batch_norm: backward before forward"),
+        }
+    }
+
+    fn fwd<T: WithDType>(&self, x: &[T], gb: &[T], r: Option<&[T]>) -> Result<Vec<T>> {
+        if self.batch_stats {
+            // A fresh op runs its forward pass once; if it ran before, keep those statistics.
+            let _ = self.stats.set(batch_stats(x, self.dims, self.eps));
+        }
+        Ok(bn_fwd(x, gb, r, self.dims, self.stats()?, self.relu))
+    }
+
+    /// Gradients for `(x, [γ; β], residual)`, each only if asked for.
+    fn bwd_slices<T: WithDType>(
+        &self,
+        x: &[T],
+        gb: &[T],
+        y: &[T],
+        dy: &[T],
+        need: (bool, bool, bool),
+    ) -> Result<Grads<T>> {
+        let (b, c, s) = self.dims;
+        let st = self.stats()?;
+        let relu = self.relu;
+        let zero = T::from_f64(0.0);
+        // Per channel: Σ dy' and Σ dy' · (x - μ), where dy' is dy through the ReLU mask.
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ci| {
+                let mean = T::from_f64(st.mean[ci]);
+                let (mut s1, mut s2) = (0f64, 0f64);
+                for bi in 0..b {
+                    let o = (bi * c + ci) * s;
+                    let (mut a1, mut a2) = ([zero; 8], [zero; 8]);
+                    for (i, ((&d, &yv), &xv)) in dy[o..o + s]
+                        .iter()
+                        .zip(&y[o..o + s])
+                        .zip(&x[o..o + s])
+                        .enumerate()
+                    {
+                        let d = masked(relu, d, yv);
+                        a1[i % 8] += d;
+                        a2[i % 8] += d * (xv - mean);
+                    }
+                    s1 += a1.iter().map(|v| v.to_f64()).sum::<f64>();
+                    s2 += a2.iter().map(|v| v.to_f64()).sum::<f64>();
+                }
+                (s1, s2)
+            })
+            .collect();
+        let m = (b * s) as f64;
+        let dgb = need.1.then(|| {
+            let mut g = vec![zero; 2 * c];
+            for (ci, &(sdy, sdyx)) in sums.iter().enumerate() {
+                g[ci] = T::from_f64(sdyx * st.invstd[ci]);
+                g[c + ci] = T::from_f64(sdy);
+            }
+            g
+        });
+        // dx = α·dy' + β·x + γ₀ per channel.
+        let coef: Vec<(T, T, T)> = (0..c)
+            .map(|ci| {
+                let (sdy, sdyx) = sums[ci];
+                let k = gb[ci].to_f64() * st.invstd[ci];
+                if self.batch_stats {
+                    let dgamma = sdyx * st.invstd[ci];
+                    let beta = -k * st.invstd[ci] * dgamma / m;
+                    let g0 = -k * sdy / m - beta * st.mean[ci];
+                    (T::from_f64(k), T::from_f64(beta), T::from_f64(g0))
+                } else {
+                    (T::from_f64(k), zero, zero)
+                }
+            })
+            .collect();
+        let dx = need.0.then(|| {
+            let mut dx = vec![zero; x.len()];
+            if !dx.is_empty() {
+                dx.par_chunks_mut(c * s).enumerate().for_each(|(bi, o)| {
+                    let base = bi * c * s;
+                    for (ci, &(al, be, g0)) in coef.iter().enumerate() {
+                        let r = base + ci * s..base + (ci + 1) * s;
+                        let os = &mut o[ci * s..(ci + 1) * s];
+                        for (((ov, &d), &yv), &xv) in os
+                            .iter_mut()
+                            .zip(&dy[r.clone()])
+                            .zip(&y[r.clone()])
+                            .zip(&x[r.clone()])
+                        {
+                            *ov = al * masked(relu, d, yv) + be * xv + g0;
+                        }
+                    }
+                });
+            }
+            dx
+        });
+        let dr = need.2.then(|| {
+            let mut dr = vec![zero; x.len()];
+            dr.par_iter_mut()
+                .zip(dy.par_iter().zip(y.par_iter()))
+                .for_each(|(o, (&d, &yv))| *o = masked(relu, d, yv));
+            dr
+        });
+        Ok((dx, dgb, dr))
+    }
+
+    fn bwd_typed<T: WithDType>(
+        &self,
+        x: &Tensor,
+        gb: &Tensor,
+        r: Option<&Tensor>,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let need = (x.track_op(), gb.track_op(), r.is_some_and(|r| r.track_op()));
+        if !need.0 && !need.1 && !need.2 {
+            return Ok((None, None, None));
+        }
+        let (dx, dgb, dr) = with_data::<T, _>(x, |xd| {
+            with_data::<T, _>(gb, |gd| {
+                with_data::<T, _>(y, |yd| {
+                    with_data::<T, _>(dy, |dyd| self.bwd_slices(xd, gd, yd, dyd, need))
+                })
+            })
+        })?;
+        let dx = dx
+            .map(|v| Tensor::from_vec(v, x.shape(), x.device()))
+            .transpose()?;
+        let dgb = dgb
+            .map(|v| Tensor::from_vec(v, gb.shape(), gb.device()))
+            .transpose()?;
+        let dr = match (dr, r) {
+            (Some(v), Some(r)) => Some(Tensor::from_vec(v, r.shape(), r.device())?),
+            _ => None,
+        };
+        Ok((dx, dgb, dr))
+    }
+
+    fn bwd_any(
+        &self,
+        x: &Tensor,
+        gb: &Tensor,
+        r: Option<&Tensor>,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        match x.dtype() {
+            DType::F32 => self.bwd_typed::<f32>(x, gb, r, y, dy),
+            DType::F64 => self.bwd_typed::<f64>(x, gb, r, y, dy),
+            d => bail!("models-batch-norm: unsupported dtype {d:?}"),
+        }
+    }
+}
+
+impl CustomOp2 for BnOp {
+    fn name(&self) -> &'static str {
+        "models-batch-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let out = match s1.dtype() {
+            DType::F32 => f32::to_cpu_storage_owned(self.fwd(
+                slice::<f32>(s1, l1)?,
+                slice::<f32>(s2, l2)?,
+                None,
+            )?),
+            DType::F64 => f64::to_cpu_storage_owned(self.fwd(
+                slice::<f64>(s1, l1)?,
+                slice::<f64>(s2, l2)?,
+                None,
+            )?),
+            d => bail!("models-batch-norm: unsupported dtype {d:?}"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gb: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dgb, _) = self.bwd_any(x, gb, None, res, grad)?;
+        Ok((dx, dgb))
+    }
+}
+
+impl CustomOp3 for BnOp {
+    fn name(&self) -> &'static str {
+        "models-batch-norm-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let out = match s1.dtype() {
+            DType::F32 => f32::to_cpu_storage_owned(self.fwd(
+                slice::<f32>(s1, l1)?,
+                slice::<f32>(s2, l2)?,
+                Some(slice::<f32>(s3, l3)?),
+            )?),
+            DType::F64 => f64::to_cpu_storage_owned(self.fwd(
+                slice::<f64>(s1, l1)?,
+                slice::<f64>(s2, l2)?,
+                Some(slice::<f64>(s3, l3)?),
+            )?),
+            d => bail!("models-batch-norm-add-relu: unsupported dtype {d:?}"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gb: &Tensor,
+        r: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        self.bwd_any(x, gb, Some(r), res, grad)
+    }
+}

@@ -1,0 +1,427 @@
+//! 2-D convolution through im2col and GEMM, forward and both gradients, as a candle custom op.
+
+use std::sync::Arc;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::*;
+
+use super::cpu::{fast_path, gemm, slice, with_data};
+use super::im2col::{col2im, im2col, ConvGeom};
+
+/// Aim for at least this many GEMM columns (output pixels) per call, batching small images.
+const TARGET_COLS: usize = 256;
+/// Cap on the elements of one im2col buffer (16 MiB of `f32`).
+const MAX_COL_ELEMS: usize = 4 << 20;
+
+/// 2-D convolution (groups 1, dilation 1, no bias): a drop-in for
+/// `xs.conv2d(w, padding, stride, 1, 1)` with a fast CPU path.
+///
+/// `out[b, o, y, x] = Σ_{c, i, j} w[o, c, i, j] · xs[b, c, y·stride + i - padding, x·stride + j - padding]`
+/// (zero outside the image), as `torch.nn.functional.conv2d`.
+///
+/// On CPU with `f32`/`f64` the forward pass is im2col + GEMM (the `gemm` crate candle uses),
+/// small images batched so that each GEMM has at least a few hundred columns; the backward
+/// pass computes the input gradient as GEMM + col2im and the kernel gradient as one GEMM per
+/// chunk of images on the recomputed im2col buffer, both in one sweep, and skips either
+/// gradient when its tensor does not track one (e.g. the first layer's input). Other devices
+/// and dtypes call the stock candle op.
+///
+/// **The argument order is candle's: `padding` before `stride`.**
+///
+/// # Shapes
+/// - `xs`: `(B, C_in, H, W)`
+/// - `w`: `(C_out, C_in, K_h, K_w)`
+/// - returns `(B, C_out, (H + 2·padding - K_h) / stride + 1, (W + 2·padding - K_w) / stride + 1)`
+///
+/// # Example
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let xs = Tensor::ones((2, 3, 8, 8), candle_core::DType::F32, &Device::Cpu)?;
+/// let w = Tensor::ones((4, 3, 3, 3), candle_core::DType::F32, &Device::Cpu)?;
+/// let ys = models::ops::conv2d(&xs, &w, 1, 2)?;
+/// assert_eq!(ys.dims(), &[2, 4, 4, 4]);
+/// let stock = xs.conv2d(&w, 1, 2, 1, 1)?;
+/// let diff = (ys - stock)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+/// assert!(diff < 1e-5);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn conv2d(xs: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+    let geom = geometry(xs, w, padding, stride)?;
+    if !fast_path(xs) || xs.dtype() != w.dtype() || xs.device().location() != w.device().location()
+    {
+        return xs.conv2d(w, padding, stride, 1, 1);
+    }
+    let xs = xs.contiguous()?;
+    let w = w.contiguous()?;
+    xs.apply_op2_arc(&w, Arc::new(Box::new(Conv2dOp { geom })))
+}
+
+/// Checks the shapes and returns the geometry of the convolution.
+fn geometry(xs: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<ConvGeom> {
+    let (b, c_in, h, wd) = match xs.dims() {
+        &[b, c, h, w] => (b, c, h, w),
+        d => bail!("conv2d: xs must be (B, C_in, H, W), got {d:?}"),
+    };
+    let (c_out, c_in_w, k_h, k_w) = match w.dims() {
+        &[o, c, kh, kw] => (o, c, kh, kw),
+        d => bail!("conv2d: w must be (C_out, C_in, K_h, K_w), got {d:?}"),
+    };
+    if c_in != c_in_w {
+        bail!(
+            "conv2d: xs {:?} has {c_in} channels but w {:?} expects {c_in_w}",
+            xs.dims(),
+            w.dims()
+        );
+    }
+    if stride == 0 {
+        bail!("conv2d: stride must be at least 1");
+    }
+    if k_h == 0 || k_w == 0 || h + 2 * padding < k_h || wd + 2 * padding < k_w {
+        bail!(
+            "conv2d: kernel {:?} does not fit the padded input {:?} (padding {padding})",
+            w.dims(),
+            xs.dims()
+        );
+    }
+    Ok(ConvGeom {
+        b,
+        c_in,
+        h,
+        w: wd,
+        c_out,
+        k_h,
+        k_w,
+        stride,
+        padding,
+        out_h: (h + 2 * padding - k_h) / stride + 1,
+        out_w: (wd + 2 * padding - k_w) / stride + 1,
+    })
+}
+
+struct Conv2dOp {
+    geom: ConvGeom,
+}
+
+/// How the batch is cut: `nb` images per GEMM, and the threads each GEMM gets.
+struct Plan {
+    nb: usize,
+    gemm_threads: usize,
+    threads: usize,
+}
+
+fn plan(g: &ConvGeom) -> Plan {
+    let threads = rayon::current_num_threads().max(1);
+    let p = g.p().max(1);
+    let by_cols = TARGET_COLS.div_ceil(p);
+    let by_mem = (MAX_COL_ELEMS / (g.k() * p).max(1)).max(1);
+    let by_threads = g.b.div_ceil(threads).max(1);
+    let nb = by_cols.min(by_mem).min(by_threads).max(1);
+    let chunks = g.b.div_ceil(nb);
+    let gemm_threads = if chunks >= threads { 1 } else { threads };
+    Plan {
+        nb,
+        gemm_threads,
+        threads,
+    }
+}
+
+/// Grows `buf` to at least `len` elements and returns its first `len`.
+fn scratch<T: WithDType>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
+    if buf.len() < len {
+        buf.resize(len, T::from_f64(0.0));
+    }
+    &mut buf[..len]
+}
+
+fn conv_fwd<T: WithDType>(g: &ConvGeom, x: &[T], w: &[T]) -> Vec<T> {
+    let pl = plan(g);
+    let (k, p, c_out) = (g.k(), g.p(), g.c_out);
+    let (in_len, out_len) = (g.in_len(), g.out_len());
+    let mut out = vec![T::from_f64(0.0); g.b * out_len];
+    if out.is_empty() {
+        return out;
+    }
+    out.par_chunks_mut(pl.nb * out_len)
+        .enumerate()
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(col, tmp), (ci, o)| {
+                let i0 = ci * pl.nb;
+                let nbi = o.len() / out_len;
+                let n = nbi * p;
+                let xs = &x[i0 * in_len..(i0 + nbi) * in_len];
+                if nbi == 1 {
+                    let rhs: &[T] = if g.is_pointwise() {
+                        xs
+                    } else {
+                        let col = scratch(col, k * n);
+                        im2col(g, xs, col, n, 0);
+                        col
+                    };
+                    gemm(
+                        c_out,
+                        n,
+                        k,
+                        o,
+                        (n, 1),
+                        false,
+                        w,
+                        (k, 1),
+                        rhs,
+                        (n, 1),
+                        pl.gemm_threads,
+                    );
+                } else {
+                    let col = scratch(col, k * n);
+                    for j in 0..nbi {
+                        im2col(g, &xs[j * in_len..(j + 1) * in_len], col, n, j * p);
+                    }
+                    let tmp = scratch(tmp, c_out * n);
+                    gemm(
+                        c_out,
+                        n,
+                        k,
+                        tmp,
+                        (n, 1),
+                        false,
+                        w,
+                        (k, 1),
+                        col,
+                        (n, 1),
+                        pl.gemm_threads,
+                    );
+                    for j in 0..nbi {
+                        for c in 0..c_out {
+                            o[j * out_len + c * p..j * out_len + (c + 1) * p]
+                                .copy_from_slice(&tmp[c * n + j * p..c * n + (j + 1) * p]);
+                        }
+                    }
+                }
+            },
+        );
+    out
+}
+
+/// Input and kernel gradients in one sweep over the batch; each is computed only if asked for.
+fn conv_bwd<T: WithDType>(
+    g: &ConvGeom,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    need_dx: bool,
+    need_dw: bool,
+) -> (Option<Vec<T>>, Option<Vec<T>>) {
+    let zero = T::from_f64(0.0);
+    let pl = plan(g);
+    let (k, p, c_out) = (g.k(), g.p(), g.c_out);
+    let (in_len, out_len) = (g.in_len(), g.out_len());
+    let chunks = g.b.div_ceil(pl.nb);
+    let groups = pl.threads.min(chunks).max(1);
+    let per_group = chunks.div_ceil(groups) * pl.nb;
+
+    // One group of consecutive images: writes its slice of dx, returns its part of dw.
+    let work = |gi: usize, mut dxp: Option<&mut [T]>| -> Vec<T> {
+        let img0 = gi * per_group;
+        let img1 = (img0 + per_group).min(g.b);
+        let mut dw = if need_dw {
+            vec![zero; c_out * k]
+        } else {
+            Vec::new()
+        };
+        let (mut col, mut dcol, mut dyc) = (Vec::new(), Vec::new(), Vec::new());
+        let mut first = true;
+        let mut i0 = img0;
+        while i0 < img1 {
+            let nbi = pl.nb.min(img1 - i0);
+            let n = nbi * p;
+            let dyr: &[T] = if nbi == 1 {
+                &dy[i0 * out_len..(i0 + 1) * out_len]
+            } else {
+                let dyc = scratch(&mut dyc, c_out * n);
+                for j in 0..nbi {
+                    for c in 0..c_out {
+                        let src = (i0 + j) * out_len + c * p;
+                        dyc[c * n + j * p..c * n + (j + 1) * p].copy_from_slice(&dy[src..src + p]);
+                    }
+                }
+                dyc
+            };
+            if let Some(dxp) = dxp.as_deref_mut() {
+                let dxc = &mut dxp[(i0 - img0) * in_len..(i0 - img0 + nbi) * in_len];
+                if nbi == 1 && g.is_pointwise() {
+                    // dx = wᵀ · dy, straight into the image.
+                    gemm(
+                        k,
+                        n,
+                        c_out,
+                        dxc,
+                        (n, 1),
+                        false,
+                        w,
+                        (1, k),
+                        dyr,
+                        (n, 1),
+                        pl.gemm_threads,
+                    );
+                } else {
+                    let dcol = scratch(&mut dcol, k * n);
+                    gemm(
+                        k,
+                        n,
+                        c_out,
+                        dcol,
+                        (n, 1),
+                        false,
+                        w,
+                        (1, k),
+                        dyr,
+                        (n, 1),
+                        pl.gemm_threads,
+                    );
+                    for j in 0..nbi {
+                        col2im(g, dcol, n, j * p, &mut dxc[j * in_len..(j + 1) * in_len]);
+                    }
+                }
+            }
+            if need_dw {
+                let xs = &x[i0 * in_len..(i0 + nbi) * in_len];
+                let cols: &[T] = if nbi == 1 && g.is_pointwise() {
+                    xs
+                } else {
+                    let col = scratch(&mut col, k * n);
+                    for j in 0..nbi {
+                        im2col(g, &xs[j * in_len..(j + 1) * in_len], col, n, j * p);
+                    }
+                    col
+                };
+                // dw += dy (c_out, n) · colᵀ (n, k)
+                gemm(
+                    c_out,
+                    k,
+                    n,
+                    &mut dw,
+                    (k, 1),
+                    !first,
+                    dyr,
+                    (n, 1),
+                    cols,
+                    (1, n),
+                    pl.gemm_threads,
+                );
+                first = false;
+            }
+            i0 += nbi;
+        }
+        dw
+    };
+
+    let (dx, partials) = if need_dx {
+        let mut dx = vec![zero; g.b * in_len];
+        let partials: Vec<Vec<T>> = if dx.is_empty() {
+            Vec::new()
+        } else {
+            dx.par_chunks_mut(per_group * in_len)
+                .enumerate()
+                .map(|(gi, dxp)| work(gi, Some(dxp)))
+                .collect()
+        };
+        (Some(dx), partials)
+    } else if need_dw {
+        let n_groups = g.b.div_ceil(per_group);
+        let partials: Vec<Vec<T>> = (0..n_groups)
+            .into_par_iter()
+            .map(|gi| work(gi, None))
+            .collect();
+        (None, partials)
+    } else {
+        (None, Vec::new())
+    };
+    let dw = need_dw.then(|| {
+        let mut parts = partials.into_iter();
+        let mut dw = parts.next().unwrap_or_else(|| vec![zero; c_out * k]);
+        for part in parts {
+            for (a, b) in dw.iter_mut().zip(&part) {
+                *a += *b;
+            }
+        }
+        dw
+    });
+    (dx, dw)
+}
+
+impl Conv2dOp {
+    fn out_shape(&self) -> Shape {
+        let g = &self.geom;
+        Shape::from((g.b, g.c_out, g.out_h, g.out_w))
+    }
+
+    fn bwd_typed<T: WithDType>(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (need_dx, need_dw) = (x.track_op(), w.track_op());
+        if !need_dx && !need_dw {
+            return Ok((None, None));
+        }
+        let (dx, dw) = with_data::<T, _>(x, |xd| {
+            with_data::<T, _>(w, |wd| {
+                with_data::<T, _>(grad, |gd| {
+                    Ok(conv_bwd(&self.geom, xd, wd, gd, need_dx, need_dw))
+                })
+            })
+        })?;
+        let dx = dx
+            .map(|v| Tensor::from_vec(v, x.shape(), x.device()))
+            .transpose()?;
+        let dw = dw
+            .map(|v| Tensor::from_vec(v, w.shape(), w.device()))
+            .transpose()?;
+        Ok((dx, dw))
+    }
+}
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "models-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let out = match s1.dtype() {
+            DType::F32 => f32::to_cpu_storage_owned(conv_fwd(
+                &self.geom,
+                slice::<f32>(s1, l1)?,
+                slice::<f32>(s2, l2)?,
+            )),
+            DType::F64 => f64::to_cpu_storage_owned(conv_fwd(
+                &self.geom,
+                slice::<f64>(s1, l1)?,
+                slice::<f64>(s2, l2)?,
+            )),
+            d => bail!("models-conv2d: unsupported dtype {d:?}"),
+        };
+        Ok((out, self.out_shape()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        match x.dtype() {
+            DType::F32 => self.bwd_typed::<f32>(x, w, grad),
+            DType::F64 => self.bwd_typed::<f64>(x, w, grad),
+            d => bail!("models-conv2d: unsupported dtype {d:?}"),
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! im2col and col2im for one image: the patch matrix of a 2-D convolution and its adjoint.
+
+use candle_core::WithDType;
+
+/// The geometry of a convolution with groups = 1 and dilation = 1.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvGeom {
+    pub b: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub k_h: usize,
+    pub k_w: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+impl ConvGeom {
+    /// Rows of the patch matrix: `c_in · k_h · k_w`.
+    pub fn k(&self) -> usize {
+        self.c_in * self.k_h * self.k_w
+    }
+    /// Output pixels of one image: `out_h · out_w`.
+    pub fn p(&self) -> usize {
+        self.out_h * self.out_w
+    }
+    /// Input elements of one image.
+    pub fn in_len(&self) -> usize {
+        self.c_in * self.h * self.w
+    }
+    /// Output elements of one image.
+    pub fn out_len(&self) -> usize {
+        self.c_out * self.p()
+    }
+    /// A 1×1, stride-1, unpadded convolution: the patch matrix is the image itself.
+    pub fn is_pointwise(&self) -> bool {
+        self.k_h == 1 && self.k_w == 1 && self.stride == 1 && self.padding == 0
+    }
+    /// The range of output positions `o` whose input index `o·stride + k - padding` lies in
+    /// `0..len`.
+    fn valid(&self, k: usize, len: usize, out: usize) -> (usize, usize) {
+        let s = self.stride;
+        // o·s + k ≥ padding
+        let lo = if self.padding > k {
+            (self.padding - k).div_ceil(s)
+        } else {
+            0
+        };
+        // o·s + k - padding ≤ len - 1
+        let hi = if len + self.padding > k {
+            (len + self.padding - k - 1) / s + 1
+        } else {
+            0
+        };
+        (lo.min(out), hi.min(out).max(lo.min(out)))
+    }
+}
+
+/// Writes the patch matrix of one image `x` (`c_in, h, w`) into columns `col0..col0 + p` of
+/// `col` (`k` rows of length `ld`): `col[(c, ki, kj), col0 + oy·out_w + ox] =
+/// x[c, oy·s + ki - pad, ox·s + kj - pad]`, zero outside the image.
+pub(crate) fn im2col<T: WithDType>(g: &ConvGeom, x: &[T], col: &mut [T], ld: usize, col0: usize) {
+    let zero = T::from_f64(0.0);
+    let p = g.p();
+    for c in 0..g.c_in {
+        let xc = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ki in 0..g.k_h {
+            let (oy_lo, oy_hi) = g.valid(ki, g.h, g.out_h);
+            for kj in 0..g.k_w {
+                let (ox_lo, ox_hi) = g.valid(kj, g.w, g.out_w);
+                let row = (c * g.k_h + ki) * g.k_w + kj;
+                let dst = &mut col[row * ld + col0..row * ld + col0 + p];
+                dst[..oy_lo * g.out_w].fill(zero);
+                dst[oy_hi * g.out_w..].fill(zero);
+                for oy in oy_lo..oy_hi {
+                    let iy = oy * g.stride + ki - g.padding;
+                    let d = &mut dst[oy * g.out_w..(oy + 1) * g.out_w];
+                    d[..ox_lo].fill(zero);
+                    d[ox_hi..].fill(zero);
+                    if ox_hi > ox_lo {
+                        let ix0 = ox_lo * g.stride + kj - g.padding;
+                        let src = &xc[iy * g.w..(iy + 1) * g.w];
+                        if g.stride == 1 {
+                            d[ox_lo..ox_hi].copy_from_slice(&src[ix0..ix0 + ox_hi - ox_lo]);
+                        } else {
+                            for (o, v) in d[ox_lo..ox_hi].iter_mut().enumerate() {
+                                *v = src[ix0 + o * g.stride];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds columns `col0..col0 + p` of `col` into the image `dx`
+/// (`c_in, h, w`).
+pub(crate) fn col2im<T: WithDType>(g: &ConvGeom, col: &[T], ld: usize, col0: usize, dx: &mut [T]) {
+    let p = g.p();
+    for c in 0..g.c_in {
+        let dxc = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ki in 0..g.k_h {
+            let (oy_lo, oy_hi) = g.valid(ki, g.h, g.out_h);
+            for kj in 0..g.k_w {
+                let (ox_lo, ox_hi) = g.valid(kj, g.w, g.out_w);
+                if ox_hi <= ox_lo {
+                    continue;
+                }
+                let row = (c * g.k_h + ki) * g.k_w + kj;
+                let src = &col[row * ld + col0..row * ld + col0 + p];
+                for oy in oy_lo..oy_hi {
+                    let iy = oy * g.stride + ki - g.padding;
+                    let s = &src[oy * g.out_w + ox_lo..oy * g.out_w + ox_hi];
+                    let ix0 = ox_lo * g.stride + kj - g.padding;
+                    let d = &mut dxc[iy * g.w..(iy + 1) * g.w];
+                    if g.stride == 1 {
+                        for (dv, sv) in d[ix0..ix0 + s.len()].iter_mut().zip(s) {
+                            *dv += *sv;
+                        }
+                    } else {
+                        for (o, sv) in s.iter().enumerate() {
+                            d[ix0 + o * g.stride] += *sv;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
