@@ -1,0 +1,239 @@
+//! Evaluation: classifier accuracy, weighted kNN on backbone features, and a linear probe.
+//!
+//! Features are the backbone's pooled features in eval mode on un-augmented (normalised) images.
+//! kNN follows lightly and solo-learn: cosine similarity to every training feature, the `k` nearest
+//! vote with weight `exp(sim / T)`, the class with the largest total wins (k = 200, T = 0.1 by default).
+//! The linear probe trains `fc` on the frozen, standardised training features (SGD, momentum 0.9,
+//! cosine schedule, batch 256) and reports test accuracy.
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::Serialize;
+
+use crate::data::Dataset;
+use crate::net::Net;
+use crate::Result;
+
+/// Pooled features and logits of every image of a set.
+#[derive(Debug, Clone)]
+pub struct Extracted {
+    /// `(N, feature_dim)` row-major.
+    pub features: Vec<f32>,
+    /// Feature width.
+    pub dim: usize,
+    /// `(N, num_classes)` row-major.
+    pub logits: Vec<f32>,
+    /// Number of classes.
+    pub classes: usize,
+}
+
+/// Runs `net` in eval mode over `ds` (normalised with `pipeline`, no augmentation).
+pub fn extract(
+    net: &Net,
+    ds: &Dataset,
+    pipeline: &augment::Pipeline,
+    device: &Device,
+    batch: usize,
+) -> Result<Extracted> {
+    let mut features = Vec::new();
+    let mut logits = Vec::new();
+    let (mut dim, mut classes) = (net.backbone.feature_dim(), net.num_classes);
+    let indices: Vec<usize> = (0..ds.len()).collect();
+    for chunk in indices.chunks(batch.max(1)) {
+        let xs = pipeline
+            .apply_batch(&ds.images, (ds.height, ds.width), chunk, 0, 0, 0)?
+            .to_device(device)?;
+        let f = net.backbone.forward_features(&xs, false)?;
+        dim = f.pooled.dim(1)?;
+        classes = f.logits.dim(1)?;
+        features.extend(
+            f.pooled
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        );
+        logits.extend(
+            f.logits
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        );
+    }
+    Ok(Extracted {
+        features,
+        dim,
+        logits,
+        classes,
+    })
+}
+
+/// Share of rows whose arg-max equals the label.
+pub fn accuracy(logits: &[f32], classes: usize, labels: &[u32]) -> f64 {
+    if labels.is_empty() || classes == 0 {
+        return 0.0;
+    }
+    let correct = logits
+        .chunks(classes)
+        .zip(labels)
+        .filter(|(row, &l)| argmax(row) == l as usize)
+        .count();
+    correct as f64 / labels.len() as f64
+}
+
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn l2_normalise(xs: &[f32], dim: usize) -> Vec<f32> {
+    let mut out = xs.to_vec();
+    for row in out.chunks_mut(dim) {
+        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|v| *v /= n);
+    }
+    out
+}
+
+/// Weighted kNN accuracy (see the module docs).
+#[allow(clippy::too_many_arguments)]
+pub fn knn_accuracy(
+    train: &[f32],
+    train_labels: &[u32],
+    test: &[f32],
+    test_labels: &[u32],
+    dim: usize,
+    num_classes: usize,
+    k: usize,
+    temperature: f64,
+) -> Result<f64> {
+    let n_train = train_labels.len();
+    if n_train == 0 || test_labels.is_empty() {
+        return Ok(0.0);
+    }
+    let k = k.min(n_train);
+    let train_t = Tensor::from_vec(l2_normalise(train, dim), (n_train, dim), &Device::Cpu)?;
+    let test_n = l2_normalise(test, dim);
+    let mut correct = 0usize;
+    let chunk = 256;
+    for (c, rows) in test_n.chunks(chunk * dim).enumerate() {
+        let m = rows.len() / dim;
+        let q = Tensor::from_slice(rows, (m, dim), &Device::Cpu)?;
+        let sims = q.matmul(&train_t.t()?)?.to_vec2::<f32>()?;
+        for (r, sim) in sims.iter().enumerate() {
+            let mut idx: Vec<usize> = (0..n_train).collect();
+            if k < n_train {
+                idx.select_nth_unstable_by(k - 1, |&a, &b| sim[b].total_cmp(&sim[a]));
+            }
+            let mut votes = vec![0f64; num_classes];
+            for &j in &idx[..k] {
+                votes[train_labels[j] as usize] += (sim[j] as f64 / temperature).exp();
+            }
+            let pred = votes
+                .iter()
+                .enumerate()
+                .fold(0, |best, (i, &v)| if v > votes[best] { i } else { best });
+            if pred == test_labels[c * chunk + r] as usize {
+                correct += 1;
+            }
+        }
+    }
+    Ok(correct as f64 / test_labels.len() as f64)
+}
+
+/// The weights of a linear classifier fitted on features.
+#[derive(Debug, Clone)]
+pub struct LinearProbe {
+    /// Test accuracy.
+    pub accuracy: f64,
+    /// `(classes, dim)`, for raw (un-standardised) features.
+    pub weight: Tensor,
+    /// `(classes,)`.
+    pub bias: Tensor,
+}
+
+/// Fits a linear classifier on `train` features and measures it on `test` (see the module docs).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_probe(
+    train: &[f32],
+    train_labels: &[u32],
+    test: &[f32],
+    test_labels: &[u32],
+    dim: usize,
+    num_classes: usize,
+    epochs: usize,
+    lr: f64,
+    seed: u64,
+) -> Result<LinearProbe> {
+    let dev = Device::Cpu;
+    let n = train_labels.len();
+    // Standardise with the training statistics.
+    let x = Tensor::from_slice(train, (n, dim), &dev)?;
+    let mean = x.mean(0)?;
+    let std = (x.broadcast_sub(&mean)?.sqr()?.mean(0)? + 1e-6)?.sqrt()?;
+    let xs = x.broadcast_sub(&mean)?.broadcast_div(&std)?;
+    let ys = Tensor::from_slice(train_labels, n, &dev)?;
+    let w = Var::zeros((num_classes, dim), DType::F32, &dev)?;
+    let b = Var::zeros(num_classes, DType::F32, &dev)?;
+    let (mut mw, mut mb) = (w.zeros_like()?, b.zeros_like()?);
+    let batch = 256.min(n.max(1));
+    let steps_per_epoch = n.div_ceil(batch);
+    let total = (epochs * steps_per_epoch).max(1);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    let mut step = 0;
+    for _ in 0..epochs {
+        order.shuffle(&mut rng);
+        for chunk in order.chunks(batch) {
+            let idx = Tensor::from_slice(chunk, chunk.len(), &dev)?;
+            let xb = xs.index_select(&idx, 0)?;
+            let yb = ys.index_select(&idx, 0)?;
+            let logits = xb.matmul(&w.t()?)?.broadcast_add(&b)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &yb)?;
+            let grads = loss.backward()?;
+            let lr_t = lr * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total as f64).cos());
+            for (var, m) in [(&w, &mut mw), (&b, &mut mb)] {
+                if let Some(g) = grads.get(var.as_tensor()) {
+                    *m = ((&*m * 0.9)? + g)?;
+                    var.set(&(var.as_tensor() - (&*m * lr_t)?)?)?;
+                }
+            }
+            step += 1;
+        }
+    }
+    // Fold the standardisation into the weights: W' = W / std, b' = b - W' · mean.
+    let weight = w.as_tensor().broadcast_div(&std.unsqueeze(0)?)?;
+    let bias = (b.as_tensor() - weight.matmul(&mean.unsqueeze(1)?)?.squeeze(1)?)?;
+    let m = test_labels.len();
+    let xt = Tensor::from_slice(test, (m, dim), &dev)?;
+    let logits = xt.matmul(&weight.t()?)?.broadcast_add(&bias)?;
+    let preds = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    let correct = preds
+        .iter()
+        .zip(test_labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    Ok(LinearProbe {
+        accuracy: correct as f64 / m.max(1) as f64,
+        weight,
+        bias,
+    })
+}
+
+/// Every figure of an evaluation.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EvalReport {
+    /// Accuracy of the network's own `fc` (None when it was not trained).
+    pub classifier_accuracy: Option<f64>,
+    /// Weighted kNN accuracy on backbone features.
+    pub knn_accuracy: f64,
+    /// Linear-probe accuracy on the frozen backbone (None when skipped).
+    pub linear_probe_accuracy: Option<f64>,
+    /// Test images.
+    pub test_images: usize,
+}

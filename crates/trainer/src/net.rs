@@ -1,0 +1,141 @@
+//! [`Net`]: a ResNet backbone with its classifier, an optional SimCLR projection head, and the
+//! `VarMap` that owns their variables.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, ModuleT, Tensor};
+use candle_nn::VarMap;
+use models::{Features, ProjectionHead, ProjectionHeadConfig, ResNet, ResNetConfig, Stem};
+
+use crate::checkpoint::{load_into_varmap, meta, Checkpoint};
+use crate::config::ProjectionConfig;
+use crate::{Error, Result};
+
+/// Prefix of the projection head's variables.
+pub const PROJECTOR: &str = "projector.";
+
+/// A network under training or evaluation.
+pub struct Net {
+    /// Every variable (backbone under torchvision keys, head under `projector.`).
+    pub varmap: VarMap,
+    /// The backbone with its `fc` classifier.
+    pub backbone: ResNet,
+    /// SimCLR's projection head, when the method uses one.
+    pub projector: Option<ProjectionHead>,
+    /// Architecture name.
+    pub arch: String,
+    /// Classes of `fc`.
+    pub num_classes: usize,
+}
+
+/// The stem for an architecture at an image size: torchvision's ImageNet stem above 64 pixels, the
+/// CIFAR stem (3×3 stride-1 conv, no max-pool) at 64 and below.
+pub fn stem_for(image_size: usize) -> Stem {
+    if image_size > 64 {
+        Stem::ImageNet
+    } else {
+        Stem::Cifar
+    }
+}
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Net")
+            .field("arch", &self.arch)
+            .field("num_classes", &self.num_classes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Net {
+    /// A freshly initialised network (seeded: the same seed gives the same weights).
+    pub fn new(
+        arch: &str,
+        num_classes: usize,
+        image_size: usize,
+        projection: Option<&ProjectionConfig>,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        let cfg = ResNetConfig::by_name(arch, num_classes)
+            .map_err(|_| {
+                Error::Config(format!(
+                    "unknown architecture {arch:?} (known: {})",
+                    models::RESNET_NAMES.join(", ")
+                ))
+            })?
+            .with_stem(stem_for(image_size));
+        let varmap = VarMap::new();
+        let vb = models::init::seeded_var_builder(&varmap, seed, DType::F32, device);
+        let backbone = ResNet::new(&cfg, vb.clone())?;
+        let projector = match projection {
+            Some(p) => {
+                let input_dim = backbone.feature_dim();
+                let hidden_dim = if p.hidden_dim == 0 {
+                    input_dim
+                } else {
+                    p.hidden_dim
+                };
+                let head = ProjectionHeadConfig {
+                    input_dim,
+                    hidden_dim,
+                    output_dim: p.output_dim,
+                    num_layers: p.num_layers,
+                    batch_norm: p.batch_norm,
+                };
+                Some(ProjectionHead::new(&head, vb.pp("projector"))?)
+            }
+            None => None,
+        };
+        Ok(Self {
+            varmap,
+            backbone,
+            projector,
+            arch: arch.to_string(),
+            num_classes,
+        })
+    }
+
+    /// Builds the network a checkpoint describes (`arch` and `num_classes` from its metadata, or the
+    /// given fallbacks for files written by other tools) and loads its backbone weights.
+    pub fn from_checkpoint(
+        path: &Path,
+        arch_fallback: Option<&str>,
+        classes_fallback: usize,
+        image_size: usize,
+        device: &Device,
+    ) -> Result<(Self, Checkpoint)> {
+        let ckpt = Checkpoint::load(path, device)?;
+        let arch = match (ckpt.metadata.get(meta::ARCH), arch_fallback) {
+            (_, Some(a)) => a.to_string(),
+            (Some(a), None) => a.clone(),
+            (None, None) => {
+                return Err(Error::Checkpoint(format!(
+                    "{}: the file does not say its architecture; pass it (e.g. --teacher-arch resnet18)",
+                    path.display()
+                )))
+            }
+        };
+        let num_classes = match ckpt.meta::<usize>(meta::NUM_CLASSES) {
+            Some(n) => n,
+            None => ckpt
+                .tensors
+                .get("fc.weight")
+                .map(|t| t.dims()[0])
+                .unwrap_or(classes_fallback),
+        };
+        let net = Net::new(&arch, num_classes, image_size, None, 0, device)?;
+        load_into_varmap(&net.varmap, &ckpt, "", path, &arch)?;
+        Ok((net, ckpt))
+    }
+
+    /// Backbone features (and logits) and, when there is a head, the projections `z`.
+    pub fn forward(&self, xs: &Tensor, train: bool) -> Result<(Features, Option<Tensor>)> {
+        let f = self.backbone.forward_features(xs, train)?;
+        let z = match &self.projector {
+            Some(p) => Some(p.forward_t(&f.pooled, train)?),
+            None => None,
+        };
+        Ok((f, z))
+    }
+}
