@@ -1,8 +1,9 @@
 //! The two wrappers every convolution and every batch norm (+ ReLU) of the ResNets goes
 //! through, and the torch-initialised linear layer.
 //!
-//! They call stock Candle ops; swapping them for the fast kernels of [`crate::ops`] is a
-//! change to [`Conv2d::forward`] and [`BatchNorm2d::forward_t`] alone.
+//! They call the fast kernels of [`crate::ops`] (im2col/GEMM convolution, fused batch norm
+//! + ReLU and batch norm + residual + ReLU), which fall back to the stock Candle ops on other
+//! devices and dtypes.
 
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
@@ -46,7 +47,7 @@ impl Conv2d {
 
     /// `xs: (N, c_in, H, W)` → `(N, c_out, H', W')`.
     pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)
+        crate::ops::conv2d(xs, &self.weight, self.padding, self.stride)
     }
 }
 
@@ -100,12 +101,21 @@ impl BatchNorm2d {
     /// `xs: (N, C, H, W)` or `(N, C)`; `train` normalises with the batch statistics and
     /// updates the running ones.
     pub(crate) fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        let ys = self.bn.forward_t(xs, train)?;
         if self.relu {
-            ys.relu()
+            crate::ops::batch_norm_relu(xs, &self.bn, train)
         } else {
-            Ok(ys)
+            crate::ops::batch_norm(xs, &self.bn, train)
         }
+    }
+
+    /// `relu(bn(xs) + residual)`, the end of a residual block, in one fused op.
+    pub(crate) fn forward_add_relu(
+        &self,
+        xs: &Tensor,
+        residual: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        crate::ops::batch_norm_add_relu(xs, &self.bn, residual, train)
     }
 }
 

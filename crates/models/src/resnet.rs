@@ -100,15 +100,21 @@ impl Block {
     }
 
     fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        let mut ys = xs.clone();
-        for (conv, bn) in self.convs.iter().zip(&self.bns) {
-            ys = bn.forward_t(&conv.forward(&ys)?, train)?;
-        }
         let identity = match &self.downsample {
             Some((conv, bn)) => bn.forward_t(&conv.forward(xs)?, train)?,
             None => xs.clone(),
         };
-        (ys + identity)?.relu()
+        let last = self.convs.len() - 1;
+        let mut ys = xs.clone();
+        for (i, (conv, bn)) in self.convs.iter().zip(&self.bns).enumerate() {
+            let h = conv.forward(&ys)?;
+            ys = if i == last {
+                bn.forward_add_relu(&h, &identity, train)?
+            } else {
+                bn.forward_t(&h, train)?
+            };
+        }
+        Ok(ys)
     }
 }
 

@@ -104,25 +104,32 @@ struct Conv2dOp {
 }
 
 /// How the batch is cut: `nb` images per GEMM, and the threads each GEMM gets.
+///
+/// The cut depends on the shapes alone, never on the thread count, and the kernel gradient is
+/// summed over at most [`GROUPS`] partial sums in a fixed order: the same inputs give
+/// bit-identical results on 1 or 16 threads (the trainer's determinism rests on it).
 struct Plan {
     nb: usize,
     gemm_threads: usize,
-    threads: usize,
+    groups: usize,
 }
+
+/// Partial kernel gradients per backward pass (fixed, so that results do not depend on threads).
+const GROUPS: usize = 8;
 
 fn plan(g: &ConvGeom) -> Plan {
     let threads = rayon::current_num_threads().max(1);
     let p = g.p().max(1);
     let by_cols = TARGET_COLS.div_ceil(p);
     let by_mem = (MAX_COL_ELEMS / (g.k() * p).max(1)).max(1);
-    let by_threads = g.b.div_ceil(threads).max(1);
-    let nb = by_cols.min(by_mem).min(by_threads).max(1);
+    let by_groups = g.b.div_ceil(GROUPS).max(1);
+    let nb = by_cols.min(by_mem).min(by_groups).max(1);
     let chunks = g.b.div_ceil(nb);
     let gemm_threads = if chunks >= threads { 1 } else { threads };
     Plan {
         nb,
         gemm_threads,
-        threads,
+        groups: GROUPS.min(chunks).max(1),
     }
 }
 
@@ -217,7 +224,7 @@ fn conv_bwd<T: WithDType>(
     let (k, p, c_out) = (g.k(), g.p(), g.c_out);
     let (in_len, out_len) = (g.in_len(), g.out_len());
     let chunks = g.b.div_ceil(pl.nb);
-    let groups = pl.threads.min(chunks).max(1);
+    let groups = pl.groups;
     let per_group = chunks.div_ceil(groups) * pl.nb;
 
     // One group of consecutive images: writes its slice of dx, returns its part of dw.
