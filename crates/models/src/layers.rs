@@ -1,11 +1,11 @@
 //! The two wrappers every convolution and every batch norm (+ ReLU) of the ResNets goes
 //! through, and the torch-initialised linear layer.
 //!
-//! They call the fast kernels of [`crate::ops`] (im2col/GEMM convolution, fused batch norm
-//! + ReLU and batch norm + residual + ReLU), which fall back to the stock Candle ops on other
-//! devices and dtypes.
+//! They call the fast kernels of [`crate::ops`] (im2col/GEMM convolution, batch norm fused
+//! with the ReLU and with the residual add), which fall back to the stock Candle ops on
+//! other devices and dtypes.
 
-use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
 use candle_nn::{Init, Linear, VarBuilder};
 

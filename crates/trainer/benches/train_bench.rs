@@ -1,5 +1,6 @@
 //! The workloads of `cargo xtask bench` (issue 7): the figures the trainer's speed depends on,
-//! each printed as one JSON line `{"figure": NAME, "value": X, "unit": U, "peak_rss_mib": M}`.
+//! each printed as one JSON line
+//! `{"figure": NAME, "value": X, "unit": U, "peak_rss_mib": P, "start_rss_mib": S}`.
 //!
 //! ```sh
 //! RAYON_NUM_THREADS=2 cargo bench -p trainer --bench train_bench                 # every figure
@@ -8,7 +9,8 @@
 //!
 //! Without figure names the binary runs every figure in a child process of its own (itself,
 //! with the figure's name), so that `peak_rss_mib` (`VmHWM` of `/proc/self/status` at the end
-//! of the child) is the peak memory of that one workload. Each value is the median of `--runs`
+//! of the child) is the peak memory of that one workload; `start_rss_mib` is the resident set
+//! before the workload was built. Each value is the median of `--runs`
 //! (default 5) timed runs after one untimed warm-up run. `crates/trainer/benches/bench_torch.py`
 //! runs the same workloads in PyTorch.
 //!
@@ -156,21 +158,26 @@ fn main() -> Result<()> {
         let Some(f) = FIGURES.iter().find(|f| f.name == name) else {
             continue;
         };
+        let base = proc_status_mib("VmRSS:");
         let value = (f.run)(runs).with_context(|| f.name.to_string())?;
-        let peak = peak_rss_mib();
-        let peak = peak.map_or("null".to_string(), |m| format!("{m:.1}"));
+        let peak = proc_status_mib("VmHWM:");
+        let mib = |m: Option<f64>| m.map_or("null".to_string(), |m| format!("{m:.1}"));
         println!(
-            "{{\"figure\": \"{}\", \"value\": {value:.3}, \"unit\": \"{}\", \"peak_rss_mib\": {peak}}}",
-            f.name, f.unit
+            "{{\"figure\": \"{}\", \"value\": {value:.3}, \"unit\": \"{}\", \"peak_rss_mib\": {}, \"start_rss_mib\": {}}}",
+            f.name,
+            f.unit,
+            mib(peak),
+            mib(base)
         );
     }
     Ok(())
 }
 
-/// `VmHWM` (peak resident set) of this process in MiB, where `/proc` has it.
-fn peak_rss_mib() -> Option<f64> {
+/// A memory line of `/proc/self/status` in MiB, where `/proc` has it: `VmHWM:` is the peak
+/// resident set so far, `VmRSS:` the current one.
+fn proc_status_mib(key: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }

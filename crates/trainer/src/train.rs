@@ -76,6 +76,9 @@ pub struct PhaseOutcome {
     pub images_per_second: f64,
 }
 
+/// An evaluation metric of a network (higher is better).
+type MetricFn<'a> = dyn Fn(&Net) -> Result<f64> + 'a;
+
 /// The loss parts of one step; the first is the total that is minimised.
 pub type LossParts = Vec<(&'static str, Tensor)>;
 
@@ -145,6 +148,9 @@ fn fit(ctx: &Ctx, dir: &Path, net: &Net, phase: Phase, resume: bool) -> Result<P
     let best_path = dir.join("best.safetensors");
     let metrics_path = dir.join("metrics.jsonl");
     let (mut start_epoch, mut start_batch, mut best) = (0usize, 0usize, f64::NEG_INFINITY);
+    // Loss sums of a partly done epoch (restored from a mid-epoch checkpoint).
+    let mut resumed_sums: Vec<(String, f64)> = Vec::new();
+    let mut resumed_count = 0usize;
     if resume && last.exists() {
         let ckpt = Checkpoint::load(&last, &ctx.device)?;
         checkpoint::load_into_varmap(&net.varmap, &ckpt, "", &last, &net.arch)?;
@@ -153,6 +159,14 @@ fn fit(ctx: &Ctx, dir: &Path, net: &Net, phase: Phase, resume: bool) -> Result<P
         start_epoch = ckpt.meta(meta::EPOCH).unwrap_or(0);
         start_batch = ckpt.meta("batch").unwrap_or(0);
         best = ckpt.meta(meta::BEST).unwrap_or(f64::NEG_INFINITY);
+        if start_batch > 0 {
+            resumed_sums = ckpt
+                .metadata
+                .get("epoch_sums")
+                .and_then(|t| serde_json::from_str(t).ok())
+                .unwrap_or_default();
+            resumed_count = ckpt.meta("epoch_count").unwrap_or(0);
+        }
         let warning = retain_metrics(&metrics_path, |r| match r["kind"].as_str() {
             Some("step") => r["step"].as_u64().is_some_and(|s| (s as usize) <= steps),
             Some("epoch") => r["epoch"]
@@ -201,8 +215,13 @@ fn fit(ctx: &Ctx, dir: &Path, net: &Net, phase: Phase, resume: bool) -> Result<P
             bar
         };
         let epoch_start = Instant::now();
-        let mut sums: Vec<(&'static str, f64)> = Vec::new();
+        let mut sums: Vec<(String, f64)> = Vec::new();
         let mut count = 0usize;
+        if epoch == start_epoch && skip > 0 {
+            sums = std::mem::take(&mut resumed_sums);
+            count = resumed_count;
+        }
+        let mut counted_here = 0usize;
         let prefetch = phase.views.prefetch(
             ctx.train_images.clone(),
             dims,
@@ -256,13 +275,14 @@ fn fit(ctx: &Ctx, dir: &Path, net: &Net, phase: Phase, resume: bool) -> Result<P
             optim.step(&grads, lr, scale)?;
             images_done += indices.len();
             count += 1;
+            counted_here += 1;
             if sums.is_empty() {
-                sums = values.iter().map(|(n, _)| (*n, 0.0)).collect();
+                sums = values.iter().map(|(n, _)| (n.to_string(), 0.0)).collect();
             }
             for (s, (_, v)) in sums.iter_mut().zip(&values) {
                 s.1 += v;
             }
-            let ips = (count * bs) as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
+            let ips = (counted_here * bs) as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
             if optim.steps() % cfg.log_every == 0 {
                 let mut rec = json!({"kind": "step", "phase": phase.name, "epoch": epoch, "step": optim.steps(),
                     "lr": lr, "grad_norm": gnorm, "images_per_s": ips});
@@ -282,6 +302,11 @@ fn fit(ctx: &Ctx, dir: &Path, net: &Net, phase: Phase, resume: bool) -> Result<P
                     ("batch", (batch_idx + 1).to_string()),
                     (meta::STEP, optim.steps().to_string()),
                     (meta::BEST, best.to_string()),
+                    (
+                        "epoch_sums",
+                        serde_json::to_string(&sums).unwrap_or_default(),
+                    ),
+                    ("epoch_count", count.to_string()),
                 ];
                 save_checkpoint(&last, net, Some(&optim), &extra, cfg, phase.name)?;
                 return Err(Error::Interrupted { epoch, path: last });
@@ -298,9 +323,9 @@ fn fit(ctx: &Ctx, dir: &Path, net: &Net, phase: Phase, resume: bool) -> Result<P
         };
         let mut rec = json!({"kind": "epoch", "phase": phase.name, "epoch": epoch, "step": optim.steps(),
             "lr": learning_rate(phase.optim, optim.steps().saturating_sub(1), steps_per_epoch),
-            "images_per_s": (count * bs) as f64 / train_seconds.max(1e-9), "seconds": train_seconds});
+            "images_per_s": (counted_here * bs) as f64 / train_seconds.max(1e-9), "seconds": train_seconds});
         for (n, s) in &sums {
-            rec[*n] = json!(s / count.max(1) as f64);
+            rec[n.as_str()] = json!(s / count.max(1) as f64);
         }
         if let Some(m) = metric {
             rec[phase.metric_name] = json!(m);
@@ -515,7 +540,7 @@ pub fn train_teacher(ctx: &Ctx, dir: &Path, resume: bool) -> Result<PhaseOutcome
             }
         }
     };
-    let (metric_name, metric): (&'static str, Box<dyn Fn(&Net) -> Result<f64>>) = match t.method {
+    let (metric_name, metric): (&'static str, Box<MetricFn>) = match t.method {
         TeacherMethod::Supervised => (
             "test_accuracy",
             Box::new(|n: &Net| classifier_metric(ctx, n)),

@@ -1,0 +1,45 @@
+//! Helpers shared by the trainer's integration tests: a tiny configuration and metric comparison.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use serde_json::Value;
+use trainer::Config;
+
+/// A configuration that trains every phase in a few seconds on a slice of the bundled sample.
+pub fn tiny(out: &Path) -> Config {
+    let mut cfg = Config {
+        out: out.to_path_buf(),
+        quiet: true,
+        log_every: 2,
+        ..Config::default()
+    };
+    cfg.data.train_per_class = 8;
+    cfg.data.test_per_class = 4;
+    cfg.teacher.arch = "resnet8".into();
+    cfg.student.arch = "resnet8".into();
+    for o in [&mut cfg.teacher.optim, &mut cfg.student.optim] {
+        o.epochs = 2;
+        o.batch_size = 16;
+        o.warmup_epochs = 0.5;
+    }
+    cfg.eval.linear_epochs = 3;
+    cfg.eval.knn_k = 10;
+    cfg
+}
+
+/// The records of a `metrics.jsonl` without the wall-clock fields, which differ between runs.
+pub fn metrics_without_timing(path: &Path) -> Vec<Value> {
+    let (records, warning) = trainer::metrics::read_metrics(path).expect("metrics");
+    assert!(warning.is_none(), "{warning:?}");
+    records
+        .into_iter()
+        .map(|mut r| {
+            if let Some(o) = r.as_object_mut() {
+                o.remove("images_per_s");
+                o.remove("seconds");
+            }
+            r
+        })
+        .collect()
+}

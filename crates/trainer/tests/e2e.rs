@@ -1,0 +1,240 @@
+//! End to end on the bundled sample: teacher, distillation, evaluation, resume, configuration.
+
+mod common;
+
+use std::sync::atomic::AtomicBool;
+
+use trainer::config::TeacherMethod;
+use trainer::{Config, Error};
+
+type Result<T> = anyhow::Result<T>;
+
+#[test]
+fn run_trains_teacher_and_students_and_writes_the_run_folder() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = common::tiny(dir.path());
+    let summary = trainer::run::run_all(&cfg, false, &AtomicBool::new(false))?;
+    assert_eq!(summary.rows.len(), 3);
+    for r in &summary.rows {
+        assert!(
+            r.eval.knn_accuracy > 0.0 && r.eval.knn_accuracy <= 1.0,
+            "{r:?}"
+        );
+        assert!(r.eval.linear_probe_accuracy.is_some());
+    }
+    assert!(
+        summary.rows[0].eval.classifier_accuracy.is_some(),
+        "the teacher's classifier is trained"
+    );
+    assert!(
+        summary.rows[2].eval.classifier_accuracy.is_none(),
+        "α = 0 leaves the student's fc untrained"
+    );
+    for f in [
+        "config.toml",
+        "summary.md",
+        "summary.json",
+        "curves.svg",
+        "teacher/last.safetensors",
+        "teacher/best.safetensors",
+        "teacher/metrics.jsonl",
+        "student_distilled/best.safetensors",
+        "student_simclr/metrics.jsonl",
+    ] {
+        assert!(dir.path().join(f).is_file(), "{f} missing");
+    }
+    let svg = std::fs::read_to_string(dir.path().join("curves.svg"))?;
+    assert!(
+        svg.contains("<svg") && svg.contains("polyline"),
+        "curves are drawn"
+    );
+    let md = std::fs::read_to_string(dir.path().join("summary.md"))?;
+    assert!(md.contains("| teacher (supervised) | resnet8 |"), "{md}");
+    // The resolved configuration round-trips.
+    let back = Config::from_toml_file(&dir.path().join("config.toml"))?;
+    assert_eq!(back, cfg);
+    // Epoch records carry every loss part and the metric.
+    let m = common::metrics_without_timing(&dir.path().join("student_distilled/metrics.jsonl"));
+    let epoch = m
+        .iter()
+        .find(|r| r["kind"] == "epoch")
+        .expect("an epoch line");
+    for k in ["total", "contrastive", "distillation", "lr", "knn_accuracy"] {
+        assert!(epoch[k].is_number(), "{k} in {epoch}");
+    }
+    // A checkpoint is a torchvision-format state dict with num_batches_tracked.
+    let ck = trainer::checkpoint::Checkpoint::load(
+        &dir.path().join("teacher/best.safetensors"),
+        &candle_core::Device::Cpu,
+    )?;
+    for k in [
+        "conv1.weight",
+        "bn1.running_var",
+        "bn1.num_batches_tracked",
+        "layer1.0.conv1.weight",
+        "fc.bias",
+    ] {
+        assert!(ck.tensors.contains_key(k), "{k}");
+    }
+    assert_eq!(ck.metadata.get("arch").map(String::as_str), Some("resnet8"));
+    Ok(())
+}
+
+#[test]
+fn teacher_distill_eval_commands_chain() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let no = AtomicBool::new(false);
+    let mut cfg = common::tiny(&dir.path().join("teacher"));
+    cfg.teacher.method = TeacherMethod::Simclr;
+    let t = trainer::run::run_teacher(&cfg, false, &no)?;
+    assert!(
+        t.rows[0].eval.classifier_accuracy.is_some(),
+        "a SimCLR teacher gets a linear-probe classifier"
+    );
+    let teacher_ckpt = dir.path().join("teacher/best.safetensors");
+
+    let mut cfg = common::tiny(&dir.path().join("student"));
+    cfg.student.teacher = Some(teacher_ckpt.clone());
+    cfg.student.alpha = 1.0;
+    let s = trainer::run::run_distill(&cfg, false, &no)?;
+    assert!(s.rows[0].eval.classifier_accuracy.is_some());
+
+    let report = trainer::run::run_eval(
+        &cfg,
+        &dir.path().join("student/best.safetensors"),
+        None,
+        false,
+    )?;
+    assert_eq!(report.test_images, 40);
+    assert!(report.linear_probe_accuracy.is_none());
+    assert_eq!(
+        report.knn_accuracy, s.rows[0].eval.knn_accuracy,
+        "eval of the saved checkpoint = end-of-run eval"
+    );
+
+    // A teacher checkpoint of another architecture is refused with the tensor's name.
+    let mut bad = common::tiny(&dir.path().join("bad"));
+    bad.student.teacher = Some(teacher_ckpt);
+    bad.student.teacher_arch = Some("resnet20".into());
+    let e = trainer::run::run_distill(&bad, false, &no)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("teacher/best.safetensors") && e.contains("layer1.1.") && e.contains("resnet20"),
+        "{e}"
+    );
+    Ok(())
+}
+
+#[test]
+fn interrupted_then_resumed_equals_uninterrupted() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let whole = common::tiny(&dir.path().join("whole"));
+    trainer::run::run_teacher(&whole, false, &AtomicBool::new(false))?;
+
+    let parts = common::tiny(&dir.path().join("parts"));
+    // The flag is set before the start: the run stops after its first step, with a mid-epoch checkpoint.
+    let e = trainer::run::run_teacher(&parts, false, &AtomicBool::new(true)).unwrap_err();
+    assert!(matches!(e, Error::Interrupted { epoch: 0, .. }), "{e}");
+    trainer::run::run_teacher(&parts, true, &AtomicBool::new(false))?;
+
+    let a = common::metrics_without_timing(&dir.path().join("whole/metrics.jsonl"));
+    let b = common::metrics_without_timing(&dir.path().join("parts/metrics.jsonl"));
+    assert!(!a.is_empty());
+    assert_eq!(
+        a, b,
+        "a resumed run ends with the metrics of an uninterrupted one"
+    );
+    let wa = std::fs::read(dir.path().join("whole/best.safetensors"))?;
+    let wb = std::fs::read(dir.path().join("parts/best.safetensors"))?;
+    let ta = safetensors::SafeTensors::deserialize(&wa)?;
+    let tb = safetensors::SafeTensors::deserialize(&wb)?;
+    for (name, view) in ta.tensors() {
+        assert_eq!(
+            view.data(),
+            tb.tensor(&name)?.data(),
+            "{name} differs after resume"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn config_toml_round_trip_and_errors() -> Result<()> {
+    let mut cfg = Config::default();
+    cfg.student.alpha = 0.25;
+    cfg.teacher.optim.step_milestones = vec![3, 6];
+    cfg.student.teacher = Some("t.safetensors".into());
+    let text = cfg.to_toml()?;
+    assert_eq!(Config::from_toml_str(&text)?, cfg);
+    let partial = Config::from_toml_str("seed = 7\n[student]\nalpha = 0.1\n")?;
+    assert_eq!(
+        (
+            partial.seed,
+            partial.student.alpha,
+            partial.student.arch.as_str()
+        ),
+        (7, 0.1, "resnet8")
+    );
+    let e = Config::from_toml_str("[student]\nalfa = 0.1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("alfa"), "unknown key named: {e}");
+    let e = Config::from_toml_str("seed = \"seven\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("seed") && e.contains("invalid type"), "{e}");
+    let bad = Config::from_toml_str("[student]\nalpha = 2.0\n")?;
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("alpha") && e.contains('2'), "{e}");
+    Ok(())
+}
+
+#[test]
+fn bad_values_are_named() -> Result<()> {
+    let check = |f: &dyn Fn(&mut Config), want: &[&str]| {
+        let mut cfg = Config::default();
+        f(&mut cfg);
+        let e = cfg.validate().unwrap_err().to_string();
+        for w in want {
+            assert!(e.contains(w), "`{e}` should contain `{w}`");
+        }
+    };
+    check(&|c| c.student.optim.epochs = 0, &["--epochs", "0"]);
+    check(&|c| c.teacher.optim.batch_size = 0, &["--batch-size", "0"]);
+    check(&|c| c.student.optim.lr = -0.1, &["--lr", "-0.1"]);
+    check(&|c| c.student.optim.lr = f64::NAN, &["--lr", "NaN"]);
+    check(&|c| c.student.alpha = -0.5, &["alpha", "-0.5"]);
+    check(
+        &|c| c.student.arch = "resnet9000".into(),
+        &["resnet9000", "resnet18"],
+    );
+    check(&|c| c.device = "tpu".into(), &["tpu"]);
+    check(&|c| c.data.source = "imagenet:/x".into(), &["imagenet:/x"]);
+    Ok(())
+}
+
+#[test]
+fn batch_larger_than_dataset_and_nonfinite_loss_fail_clearly() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let no = AtomicBool::new(false);
+    let mut cfg = common::tiny(dir.path());
+    cfg.teacher.optim.batch_size = 1000;
+    let e = trainer::run::run_teacher(&cfg, false, &no)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("batch size 1000") && e.contains("80 images"),
+        "{e}"
+    );
+
+    let mut cfg = common::tiny(&dir.path().join("nan"));
+    cfg.teacher.optim.lr = 1e30;
+    let e = trainer::run::run_teacher(&cfg, false, &no).unwrap_err();
+    match &e {
+        Error::NonFinite { step, part, .. } => assert!(*step >= 1 && !part.is_empty(), "{e}"),
+        other => panic!("expected a non-finite loss error, got {other}"),
+    }
+    assert!(e.to_string().contains("at step"), "{e}");
+    Ok(())
+}
