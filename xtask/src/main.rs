@@ -11,9 +11,11 @@
 //! | `test` | the whole test suite, release profile |
 //! | `smoke` | a tiny trainer run on the bundled sample |
 //! | `data [--from DIR] [--out DIR]` | unpacks the CIFAR-10 JPEG tarballs (checked against SHA256SUMS) |
+//! | `bench [--runs N] [--threads N] [--no-torch] [FIGURE...]` | the speed figures of issue 7, candle beside PyTorch (`PYTHON` picks the interpreter) |
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -35,6 +37,7 @@ fn main() -> Result<()> {
         "test" => test(),
         "smoke" => smoke(),
         "data" => data(rest),
+        "bench" => bench(rest),
         "help" | "--help" | "-h" => {
             print_help();
             Ok(())
@@ -56,7 +59,11 @@ fn print_help() {
          doc     cargo doc with warnings denied\n  \
          test    the test suite (release profile)\n  \
          smoke   a tiny trainer run on the bundled sample\n  \
-         data    [--from DIR] [--out DIR] unpack the CIFAR-10 JPEG tarballs (default: ../shared/data/cifar10 -> target/data/cifar10)"
+         data    [--from DIR] [--out DIR] unpack the CIFAR-10 JPEG tarballs (default: ../shared/data/cifar10 -> target/data/cifar10)\n  \
+         bench   [--runs N] [--threads N] [--no-torch] [FIGURE...] speed figures (crates/trainer/benches),\n          \
+         median of N runs (default 5) on N threads (default 2), then the same workloads in PyTorch\n          \
+         (crates/trainer/benches/bench_torch.py) when `$PYTHON -c \"import torch, torchvision\"` works\n          \
+         (PYTHON defaults to python3), and the ratios; the table also goes to target/bench/latest.md"
     );
 }
 
@@ -195,4 +202,187 @@ fn data(args: &[String]) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// One JSON line of a bench script.
+#[derive(Debug, Clone)]
+struct BenchFigure {
+    figure: String,
+    value: f64,
+    unit: String,
+    peak_rss_mib: Option<f64>,
+    start_rss_mib: Option<f64>,
+}
+
+/// The value of `key` in a flat one-line JSON object of strings and numbers (all the bench
+/// scripts print), without a JSON dependency.
+fn json_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let pattern = format!("\"{key}\":");
+    let rest = line[line.find(&pattern)? + pattern.len()..].trim_start();
+    if let Some(s) = rest.strip_prefix('"') {
+        return Some(&s[..s.find('"')?]);
+    }
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    Some(rest[..end].trim())
+}
+
+fn parse_figure(line: &str) -> Option<BenchFigure> {
+    let line = line.trim();
+    if !line.starts_with('{') {
+        return None;
+    }
+    Some(BenchFigure {
+        figure: json_field(line, "figure")?.to_string(),
+        value: json_field(line, "value")?.parse().ok()?,
+        unit: json_field(line, "unit")?.to_string(),
+        peak_rss_mib: json_field(line, "peak_rss_mib").and_then(|v| v.parse().ok()),
+        start_rss_mib: json_field(line, "start_rss_mib").and_then(|v| v.parse().ok()),
+    })
+}
+
+/// Runs `cmd`, echoing its stdout line by line, and returns the figures it printed.
+fn run_bench(cmd: &mut Command) -> Result<Vec<BenchFigure>> {
+    eprintln!("$ {cmd:?}");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("failed to start {cmd:?}"))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut figures = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        figures.extend(parse_figure(&line));
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(figures)
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    let mut runs = "5".to_string();
+    let mut threads = "2".to_string();
+    let mut with_torch = true;
+    let mut figures: Vec<String> = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--runs" | "--threads" => {
+                let v = it.next().with_context(|| format!("bench: {a} needs a value"))?;
+                match v.parse::<usize>() {
+                    Ok(n) if n > 0 => {}
+                    _ => bail!("bench: {a} must be a positive integer, got `{v}`"),
+                }
+                if a == "--runs" {
+                    runs = v.clone();
+                } else {
+                    threads = v.clone();
+                }
+            }
+            "--no-torch" => with_torch = false,
+            other if other.starts_with('-') => bail!(
+                "bench: unknown argument `{other}` (expected --runs N, --threads N, --no-torch, FIGURE...)"
+            ),
+            other => figures.push(other.to_string()),
+        }
+    }
+    let mut script_args = vec!["--runs".to_string(), runs.clone()];
+    script_args.extend(figures.iter().cloned());
+
+    let ours = run_bench(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["bench", "-p", "trainer", "--bench", "train_bench", "--"])
+            .args(&script_args)
+            .env("RAYON_NUM_THREADS", &threads),
+    )?;
+
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_torch = with_torch
+        && Command::new(&python)
+            .args(["-c", "import torch, torchvision"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    let torch = if has_torch {
+        let script = Path::new("crates")
+            .join("trainer")
+            .join("benches")
+            .join("bench_torch.py");
+        run_bench(
+            Command::new(&python)
+                .arg(script)
+                .args(["--threads", &threads])
+                .args(&script_args),
+        )?
+    } else {
+        if with_torch {
+            eprintln!(
+                "`{python} -c \"import torch, torchvision\"` failed: Rust figures only (set PYTHON to an interpreter with torch and torchvision)"
+            );
+        }
+        Vec::new()
+    };
+
+    let table = bench_table(&ours, &torch, &threads, &runs);
+    println!("\n{table}");
+    let dir = Path::new("target").join("bench");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("latest.md");
+    std::fs::write(&path, &table).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+/// The Markdown table of `ours` beside `torch` (ratio > 1: candle is faster).
+fn bench_table(ours: &[BenchFigure], torch: &[BenchFigure], threads: &str, runs: &str) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem = |f: Option<&BenchFigure>| match f
+        .and_then(|f| f.peak_rss_mib.map(|p| (p, f.start_rss_mib)))
+    {
+        Some((p, Some(s))) => format!("{p:.0} (+{:.0})", p - s),
+        Some((p, None)) => format!("{p:.0}"),
+        None => "–".into(),
+    };
+    let mut out = format!(
+        "`cargo xtask bench --threads {threads} --runs {runs}` on {cpu}: median of {runs} runs after a warm-up, \
+         {threads} threads (RAYON_NUM_THREADS / torch.set_num_threads; the augmentation figure uses 1).\n\
+         Ratio > 1: candle is faster (for ms, PyTorch's time over ours). Peak RSS in MiB per workload process, \
+         in brackets the growth over the process's resident set before the workload.\n\n\
+         | figure | unit | candle | PyTorch | ratio | peak RSS candle | peak RSS PyTorch |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: |\n"
+    );
+    for ours_fig in ours {
+        let theirs = torch.iter().find(|t| t.figure == ours_fig.figure);
+        let (torch_value, ratio) = match theirs {
+            Some(t) if t.value > 0.0 && ours_fig.value > 0.0 => {
+                let ratio = if ours_fig.unit == "ms" {
+                    t.value / ours_fig.value
+                } else {
+                    ours_fig.value / t.value
+                };
+                (format!("{:.1}", t.value), format!("{ratio:.2}×"))
+            }
+            _ => ("–".into(), "–".into()),
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {:.1} | {torch_value} | {ratio} | {} | {} |\n",
+            ours_fig.figure,
+            ours_fig.unit,
+            ours_fig.value,
+            mem(Some(ours_fig)),
+            mem(theirs)
+        ));
+    }
+    out
 }

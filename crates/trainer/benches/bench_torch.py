@@ -1,8 +1,8 @@
 """PyTorch reference of `train_bench.rs`: the same workloads, the same JSON lines.
 
 `python crates/trainer/benches/bench_torch.py [--runs N] [--threads T] [FIGURE...]` (needs torch
-and torchvision; `cargo xtask bench` runs it right after the Rust figures). Without figure names,
-every figure runs in a child process of its own, so that `peak_rss_mib` (`ru_maxrss` at the end
+and torchvision; `cargo xtask bench` runs it right after the Rust figures). Each figure named
+(default: all) runs in a child process of its own, so that `peak_rss_mib` (`ru_maxrss` at the end
 of the child) is the peak memory of that one workload, interpreter and libtorch included;
 `start_rss_mib` is the resident set after `import torch`, before the workload is built. Each
 value is the median of `--runs` timed runs after one untimed warm-up run.
@@ -239,7 +239,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("figures", nargs="*", metavar="FIGURE", help="default: all, each in a child process")
+    parser.add_argument("--child", action="store_true", help="measure here, not in child processes")
+    parser.add_argument("figures", nargs="*", metavar="FIGURE", help="default: all; each in a child process")
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -248,20 +249,21 @@ def main():
         parser.error(f"unknown figures {unknown}; known: {', '.join(FIGURES)}")
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    if not args.figures:
+    names = args.figures or list(FIGURES)
+    if not args.child:
         print(
             f"# bench_torch: torch {torch.__version__}, {args.threads} threads, median of {args.runs} runs after a warm-up",
             file=sys.stderr,
         )
         failed = []
-        for name in FIGURES:
-            cmd = [sys.executable, __file__, "--runs", str(args.runs), "--threads", str(args.threads), name]
+        for name in names:
+            cmd = [sys.executable, __file__, "--child", "--runs", str(args.runs), "--threads", str(args.threads), name]
             if subprocess.run(cmd).returncode != 0:
                 failed.append(name)
         if failed:
             sys.exit(f"figures failed: {', '.join(failed)}")
         return
-    for name in args.figures:
+    for name in names:
         unit, run = FIGURES[name]
         start = current_rss_mib()
         value = run(args.runs)

@@ -7,8 +7,8 @@
 //! RAYON_NUM_THREADS=2 cargo bench -p trainer --bench train_bench -- --runs 9 nt_xent_fwd_bwd_n1024_d128
 //! ```
 //!
-//! Without figure names the binary runs every figure in a child process of its own (itself,
-//! with the figure's name), so that `peak_rss_mib` (`VmHWM` of `/proc/self/status` at the end
+//! The binary runs each figure named (default: all) in a child process of its own (itself, with
+//! `--child` and the figure's name), so that `peak_rss_mib` (`VmHWM` of `/proc/self/status` at the end
 //! of the child) is the peak memory of that one workload; `start_rss_mib` is the resident set
 //! before the workload was built. Each value is the median of `--runs`
 //! (default 5) timed runs after one untimed warm-up run. `crates/trainer/benches/bench_torch.py`
@@ -93,12 +93,15 @@ const FIGURES: [Figure; 7] = [
 
 fn main() -> Result<()> {
     let mut runs = 5usize;
+    let mut child = false;
     let mut names = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             // cargo bench passes --bench to harness-less benches.
             "--bench" => {}
+            // Measure the figures here rather than in child processes.
+            "--child" => child = true,
             "--runs" => {
                 let v = args.next().context("--runs needs a value")?;
                 runs = v.parse().with_context(|| format!("--runs {v}"))?;
@@ -115,7 +118,7 @@ fn main() -> Result<()> {
             "-h" | "--help" => {
                 eprintln!(
                     "usage: train_bench [--runs N] [--list] [FIGURE...]\n\
-                     without FIGURE: every figure, each in a child process of its own"
+                     each FIGURE (default: all) is measured in a child process of its own"
                 );
                 return Ok(());
             }
@@ -137,16 +140,19 @@ fn main() -> Result<()> {
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into())
     );
     if names.is_empty() {
-        // Every figure, each in its own process so that its peak memory is its own.
+        names = FIGURES.iter().map(|f| f.name.to_string()).collect();
+    }
+    if !child {
+        // Each figure in its own process, so that its peak memory is its own.
         let exe = std::env::current_exe().context("locating the bench binary")?;
         let mut failed = Vec::new();
-        for f in &FIGURES {
+        for name in &names {
             let status = Command::new(&exe)
-                .args(["--runs", &runs.to_string(), f.name])
+                .args(["--child", "--runs", &runs.to_string(), name])
                 .status()
-                .with_context(|| format!("running {} {}", exe.display(), f.name))?;
+                .with_context(|| format!("running {} {name}", exe.display()))?;
             if !status.success() {
-                failed.push(f.name);
+                failed.push(name.as_str());
             }
         }
         if !failed.is_empty() {
