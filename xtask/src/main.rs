@@ -37,6 +37,7 @@ fn main() -> Result<()> {
         "test" => test(),
         "smoke" => smoke(),
         "data" => data(rest),
+        "study" => study(rest),
         "bench" => bench(rest),
         "help" | "--help" | "-h" => {
             print_help();
@@ -59,6 +60,7 @@ fn print_help() {
          doc     cargo doc with warnings denied\n  \
          test    the test suite (release profile)\n  \
          smoke   a tiny trainer run on the bundled sample\n  \
+         study   [ARGS] the CIFAR-10 distillation study (writes results/); ARGS go to the study driver, see --help\n  \
          data    [--from DIR] [--out DIR] unpack the CIFAR-10 JPEG tarballs (default: ../shared/data/cifar10 -> target/data/cifar10)\n  \
          bench   [--runs N] [--threads N] [--no-torch] [FIGURE...] speed figures (crates/trainer/benches),\n          \
          median of N runs (default 5) on N threads (default 2), then the same workloads in PyTorch\n          \
@@ -152,6 +154,12 @@ fn ci() -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+fn study(args: &[String]) -> Result<()> {
+    let mut cmd: Vec<&str> = vec!["run", "--release", "-p", "trainer", "--bin", "study", "--"];
+    cmd.extend(args.iter().map(String::as_str));
+    cargo(&cmd)
 }
 
 fn data(args: &[String]) -> Result<()> {
