@@ -1,2 +1,729 @@
-//! The CIFAR-10 distillation study driver (`cargo xtask study`); being written.
-fn main() {}
+//! The CIFAR-10 distillation study driver (`cargo xtask study`): a supervised ResNet-18 teacher, one
+//! student architecture trained five ways, every figure to `results/`.
+//!
+//! The study (issue 9):
+//! 1. a ResNet-18 (CIFAR stem) teacher trained on the labels (`trainer::train::train_teacher`);
+//! 2. a student trained five ways with the same epochs, augmentation (two SimCLR views per image),
+//!    initialisation and batch order: supervised (cross-entropy on both views), SimCLR only (α = 0),
+//!    KD only (α = 1) and SimCLR + KD at the other α values of the configuration;
+//! 3. each evaluated on the test set: classifier head (where trained), weighted kNN (k = 200, T = 0.1)
+//!    and a linear probe; mean ± standard deviation over the seeds.
+//!
+//! **Teacher targets are computed once.** On this 2-core CPU a ResNet-18 forward pass costs about 25
+//! times a resnet20 one, and `trainer distill` runs the teacher on both views of every image at every
+//! step, which would take the whole hour for one student. The students here distil instead from the
+//! teacher's logits on the *un-augmented* training image, computed once ("fixed teacher" targets in
+//! the terms of Beyer et al. 2022, *Knowledge distillation: A good teacher is patient and
+//! consistent*): the same loss, `(1 − α)·NT-Xent + α·KD·T²`, with a cheaper, less consistent target.
+//! The student loop below otherwise mirrors the trainer's (same optimizer, schedule, views).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use clap::Parser;
+use plotters::prelude::*;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use trainer::data::Split;
+use trainer::eval::{self, EvalReport};
+use trainer::metrics::MetricsLog;
+use trainer::net::Net;
+use trainer::optim::{trainable_params, Optimizer};
+use trainer::schedule::learning_rate;
+use trainer::train::{Ctx, MEAN, STD};
+use trainer::Config;
+
+/// The CIFAR-10 distillation study: ResNet-18 teacher, one student trained five ways, results/.
+#[derive(Parser, Debug)]
+#[command(name = "study")]
+struct Cli {
+    /// The study configuration (TOML: `seeds`, `alphas`, and a `[trainer]` table of trainer options).
+    #[arg(long, default_value = "configs/cifar10_cpu_study.toml")]
+    config: PathBuf,
+    /// A tiny end-to-end run (configs/cifar10_cpu_quick.toml), results to target/study/quick/results.
+    #[arg(long)]
+    quick: bool,
+    /// Directory with CIFAR-10's train.tar.gz and test.tar.gz (relative to the workspace root).
+    #[arg(long, default_value = "../shared/data/cifar10")]
+    data_dir: String,
+    /// Where the run folders go.
+    #[arg(long)]
+    runs: Option<PathBuf>,
+    /// Where the report, JSON and plots go.
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Seeds of the students (overrides the configuration), e.g. `--seeds 0,1,2`.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Option<Vec<u64>>,
+    /// Reuse the teacher in the runs folder when it is there.
+    #[arg(long)]
+    reuse_teacher: bool,
+}
+
+/// The study configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StudyConfig {
+    /// Seeds of the students (the teacher uses `trainer.seed`).
+    seeds: Vec<u64>,
+    /// α of the SimCLR + KD students besides 0 (SimCLR only) and 1 (KD only).
+    alphas: Vec<f64>,
+    /// Trainer options: data subset, teacher, student, eval.
+    trainer: Config,
+}
+
+/// How a student is trained.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Method {
+    /// Cross-entropy on the labels, both views.
+    Supervised,
+    /// `(1 − α)·NT-Xent + α·KD·T²`.
+    Distill(f64),
+}
+
+impl Method {
+    fn label(self) -> String {
+        match self {
+            Method::Supervised => "supervised (labels)".into(),
+            Method::Distill(a) if a == 0.0 => "SimCLR only (α = 0)".into(),
+            Method::Distill(a) if a == 1.0 => "KD only (α = 1)".into(),
+            Method::Distill(a) => format!("SimCLR + KD (α = {a})"),
+        }
+    }
+    fn key(self) -> String {
+        match self {
+            Method::Supervised => "supervised".into(),
+            Method::Distill(a) => format!("alpha_{a}"),
+        }
+    }
+    fn has_classifier(self) -> bool {
+        !matches!(self, Method::Distill(a) if a == 0.0)
+    }
+}
+
+/// One trained student.
+#[derive(Debug, Clone, Serialize)]
+struct StudentResult {
+    method: String,
+    key: String,
+    seed: u64,
+    eval: EvalReport,
+    train_seconds: f64,
+    images_per_second: f64,
+    epochs: Vec<Value>,
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// Test-set classifier accuracy and kNN accuracy of `net` (one feature extraction).
+fn quick_eval(ctx: &Ctx, net: &Net) -> Result<(f64, f64)> {
+    let p = ctx.eval_pipeline()?;
+    let tr = eval::extract(net, &ctx.split.train, &p, &ctx.device, 256)?;
+    let te = eval::extract(net, &ctx.split.test, &p, &ctx.device, 256)?;
+    let classes = ctx.split.train.num_classes();
+    let acc = eval::accuracy(&te.logits, te.classes, &ctx.split.test.labels);
+    let knn = eval::knn_accuracy(
+        &tr.features,
+        &ctx.split.train.labels,
+        &te.features,
+        &ctx.split.test.labels,
+        tr.dim,
+        classes,
+        ctx.cfg.eval.knn_k,
+        ctx.cfg.eval.knn_temperature,
+    )?;
+    Ok((acc, knn))
+}
+
+/// Trains one student in `dir` (see the module docs); `teacher_logits`: `(N_train, C)`.
+fn train_student(
+    ctx: &Ctx,
+    method: Method,
+    seed: u64,
+    teacher_logits: Option<&Tensor>,
+    dir: &Path,
+) -> Result<StudentResult> {
+    let cfg = ctx.cfg;
+    let s = &cfg.student;
+    let train = &ctx.split.train;
+    let classes = train.num_classes();
+    std::fs::create_dir_all(dir)?;
+    let net = Net::new(
+        &s.arch,
+        classes,
+        cfg.data.image_size,
+        Some(&s.projection),
+        seed.wrapping_add(1),
+        &ctx.device,
+    )?;
+    let mut optim = Optimizer::new(trainable_params(&net.varmap, &[""]), &s.optim);
+    let alpha = match method {
+        Method::Distill(a) => a,
+        Method::Supervised => 0.0,
+    };
+    let objective = losses::SimClrDistillation::new(losses::SimClrDistillationConfig {
+        temperature: s.temperature,
+        kd_temperature: s.kd_temperature,
+        alpha,
+    })?;
+    let views = augment::MultiView::repeat(
+        augment::presets::simclr_cifar(cfg.data.image_size)?.with_normalize(MEAN, STD)?,
+        2,
+    )?;
+    let bs = s.optim.batch_size;
+    if bs > train.len() {
+        bail!(
+            "batch size {bs} is larger than the training set ({})",
+            train.len()
+        );
+    }
+    let steps_per_epoch = train.len() / bs;
+    let metrics_path = dir.join("metrics.jsonl");
+    if metrics_path.exists() {
+        std::fs::remove_file(&metrics_path)?;
+    }
+    let mut log = MetricsLog::open(&metrics_path)?;
+    let images = Arc::new(train.images.clone());
+    let dims = (train.height, train.width);
+    let t0 = Instant::now();
+    let mut train_seconds = 0.0;
+    let mut images_done = 0usize;
+    let mut epochs = Vec::new();
+    // The same batch order and views for every method of a seed.
+    let order_seed = seed ^ 0x57D;
+    for epoch in 0..s.optim.epochs {
+        let mut rng =
+            rand_chacha::ChaCha8Rng::seed_from_u64(order_seed ^ ((epoch as u64 + 1) << 32));
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        order.shuffle(&mut rng);
+        let batches: Vec<Vec<usize>> = order.chunks_exact(bs).map(<[usize]>::to_vec).collect();
+        let e0 = Instant::now();
+        let mut sums: Vec<(&'static str, f64)> = Vec::new();
+        let prefetch = views.prefetch(
+            images.clone(),
+            dims,
+            batches.clone(),
+            order_seed,
+            epoch as u64,
+            2,
+        )?;
+        for (v, indices) in prefetch.zip(batches.iter()) {
+            let v = v?;
+            let n = indices.len();
+            let xs = Tensor::cat(&[&v[0], &v[1]], 0)?.to_device(&ctx.device)?;
+            let (f, z) = net.forward(&xs, true)?;
+            let parts: Vec<(&'static str, Tensor)> = match method {
+                Method::Supervised => {
+                    let labels: Vec<u32> = indices
+                        .iter()
+                        .chain(indices.iter())
+                        .map(|&i| train.labels[i])
+                        .collect();
+                    let labels = Tensor::from_vec(labels, 2 * n, &ctx.device)?;
+                    let ce = candle_nn::loss::cross_entropy(&f.logits, &labels)?;
+                    vec![("cross_entropy", ce)]
+                }
+                Method::Distill(a) => {
+                    let z = z.context("student without projection head")?;
+                    let (za, zb) = (z.narrow(0, 0, n)?, z.narrow(0, n, n)?);
+                    if a == 0.0 {
+                        let c = losses::nt_xent(&za, &zb, s.temperature)?;
+                        vec![("total", c.clone()), ("contrastive", c)]
+                    } else {
+                        let tl = teacher_logits.context("a KD student needs teacher logits")?;
+                        let idx: Vec<u32> = indices
+                            .iter()
+                            .chain(indices.iter())
+                            .map(|&i| i as u32)
+                            .collect();
+                        let idx = Tensor::from_vec(idx, 2 * n, tl.device())?;
+                        let t = tl.index_select(&idx, 0)?.to_device(&ctx.device)?;
+                        let l = objective.forward(&f.logits, &t, &za, &zb)?;
+                        vec![
+                            ("total", l.total),
+                            ("contrastive", l.contrastive),
+                            ("distillation", l.distillation),
+                        ]
+                    }
+                }
+            };
+            let step = optim.steps();
+            let values: Vec<(&'static str, f64)> = parts
+                .iter()
+                .map(|(k, t)| Ok((*k, scalar(t)?)))
+                .collect::<Result<_>>()?;
+            if values.iter().any(|(_, v)| !v.is_finite()) {
+                bail!(
+                    "{}: non-finite loss at step {step}: {values:?}",
+                    method.label()
+                );
+            }
+            let grads = parts[0].1.backward()?;
+            let lr = learning_rate(&s.optim, step, steps_per_epoch);
+            optim.step(&grads, lr, 1.0)?;
+            images_done += n;
+            if sums.is_empty() {
+                sums = values.iter().map(|(k, _)| (*k, 0.0)).collect();
+            }
+            for (acc, (_, v)) in sums.iter_mut().zip(&values) {
+                acc.1 += v;
+            }
+        }
+        let secs = e0.elapsed().as_secs_f64();
+        train_seconds += secs;
+        let mut rec = json!({"kind": "epoch", "phase": "student", "method": method.key(), "seed": seed,
+            "epoch": epoch, "step": optim.steps(), "seconds": secs,
+            "images_per_s": (steps_per_epoch * bs) as f64 / secs.max(1e-9)});
+        for (k, v) in &sums {
+            rec[*k] = json!(v / steps_per_epoch.max(1) as f64);
+        }
+        let every = cfg.eval.every;
+        if (every > 0 && (epoch + 1) % every == 0) || epoch + 1 == s.optim.epochs {
+            let (acc, knn) = quick_eval(ctx, &net)?;
+            rec["knn_accuracy"] = json!(knn);
+            if method.has_classifier() {
+                rec["test_accuracy"] = json!(acc);
+            }
+        }
+        log.write(&rec)?;
+        println!(
+            "  {} seed {seed} epoch {}/{}: {rec}",
+            method.label(),
+            epoch + 1,
+            s.optim.epochs
+        );
+        epochs.push(rec);
+    }
+    let eval = trainer::train::evaluate(ctx, &net, method.has_classifier(), true)?;
+    println!(
+        "  {} seed {seed}: {:?} ({:.0} s in all)",
+        method.label(),
+        eval,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(StudentResult {
+        method: method.label(),
+        key: method.key(),
+        seed,
+        eval,
+        train_seconds,
+        images_per_second: images_done as f64 / train_seconds.max(1e-9),
+        epochs,
+    })
+}
+
+fn mean_std(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len().max(1) as f64;
+    let m = xs.iter().sum::<f64>() / n;
+    let var = if xs.len() > 1 {
+        xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (xs.len() - 1) as f64
+    } else {
+        0.0
+    };
+    (m, var.sqrt())
+}
+
+fn fmt_pm(xs: &[f64]) -> String {
+    if xs.is_empty() {
+        return "–".into();
+    }
+    let (m, s) = mean_std(xs);
+    if xs.len() > 1 {
+        format!("{:.2} ± {:.2}%", 100.0 * m, 100.0 * s)
+    } else {
+        format!("{:.2}%", 100.0 * m)
+    }
+}
+
+/// Bar chart: kNN, linear-probe and classifier accuracy per method (means; error bars = std).
+fn plot_bars(path: &Path, rows: &[(String, [Vec<f64>; 3])]) -> Result<()> {
+    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::new(path, (1000, 460)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let n = rows.len();
+        let mut chart = ChartBuilder::on(&root)
+            .caption("CIFAR-10 test accuracy per method (%)", ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(60)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..n as f64, 0.0..100.0)?;
+        let labels: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n * 2 + 1)
+            .x_label_formatter(&|x: &f64| {
+                let i = x.floor() as usize;
+                if (x - i as f64 - 0.5).abs() < 1e-6 && i < labels.len() {
+                    labels[i].clone()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc("accuracy (%)")
+            .draw()?;
+        let names = ["kNN (k = 200)", "linear probe", "classifier head"];
+        let colors = [BLUE, GREEN, RED];
+        for (m, (name, color)) in names.iter().zip(colors).enumerate() {
+            let mut rects = Vec::new();
+            let mut bars = Vec::new();
+            for (i, (_, vals)) in rows.iter().enumerate() {
+                if vals[m].is_empty() {
+                    continue;
+                }
+                let (mean, std) = mean_std(&vals[m]);
+                let x0 = i as f64 + 0.1 + 0.27 * m as f64;
+                rects.push(Rectangle::new(
+                    [(x0, 0.0), (x0 + 0.25, 100.0 * mean)],
+                    color.filled(),
+                ));
+                if std > 0.0 {
+                    let xc = x0 + 0.125;
+                    bars.push(PathElement::new(
+                        vec![(xc, 100.0 * (mean - std)), (xc, 100.0 * (mean + std))],
+                        BLACK.stroke_width(2),
+                    ));
+                }
+            }
+            chart
+                .draw_series(rects)?
+                .label(*name)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
+            chart.draw_series(bars)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let config_path = if cli.quick {
+        PathBuf::from("configs/cifar10_cpu_quick.toml")
+    } else {
+        cli.config.clone()
+    };
+    let text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let mut study: StudyConfig =
+        toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
+    if let Some(seeds) = &cli.seeds {
+        study.seeds = seeds.clone();
+    }
+    if study.seeds.is_empty() {
+        bail!("{}: seeds must not be empty", config_path.display());
+    }
+    let runs = cli.runs.clone().unwrap_or_else(|| {
+        if cli.quick {
+            PathBuf::from("target/study/quick")
+        } else {
+            PathBuf::from("target/study/full")
+        }
+    });
+    let results = cli.results.clone().unwrap_or_else(|| {
+        if cli.quick {
+            runs.join("results")
+        } else {
+            PathBuf::from("results")
+        }
+    });
+    std::fs::create_dir_all(&runs)?;
+    std::fs::create_dir_all(&results)?;
+    let mut cfg = study.trainer.clone();
+    cfg.data.source = format!("cifar10-tar:{}", cli.data_dir);
+    cfg.out = runs.join("teacher");
+    cfg.quiet = true;
+    cfg.validate()?;
+    let wall = Instant::now();
+
+    println!("loading {} ...", cfg.data.source);
+    let split: Split = trainer::run::load_data(&cfg)?;
+    let load_seconds = wall.elapsed().as_secs_f64();
+    println!(
+        "data: {} training, {} test images, {} classes ({load_seconds:.0} s)",
+        split.train.len(),
+        split.test.len(),
+        split.train.num_classes()
+    );
+    let interrupt = AtomicBool::new(false);
+    let device = Device::Cpu;
+    let ctx = Ctx {
+        cfg: &cfg,
+        device: device.clone(),
+        split: &split,
+        train_images: Arc::new(split.train.images.clone()),
+        interrupt: &interrupt,
+    };
+
+    // 1. The teacher.
+    let teacher_dir = runs.join("teacher");
+    let best = teacher_dir.join("best.safetensors");
+    let t0 = Instant::now();
+    let (teacher_seconds, teacher_history) = if cli.reuse_teacher && best.exists() {
+        println!("teacher: reusing {}", best.display());
+        (f64::NAN, vec![])
+    } else {
+        println!(
+            "teacher: {} supervised, {} epochs ...",
+            cfg.teacher.arch, cfg.teacher.optim.epochs
+        );
+        std::fs::create_dir_all(&teacher_dir)?;
+        let outcome = trainer::train::train_teacher(&ctx, &teacher_dir, false)?;
+        (outcome.seconds, outcome.history)
+    };
+    let (teacher, _) = Net::from_checkpoint(
+        &best,
+        Some(&cfg.teacher.arch),
+        split.train.num_classes(),
+        cfg.data.image_size,
+        &device,
+    )?;
+    let p = ctx.eval_pipeline()?;
+    let e0 = Instant::now();
+    let tr = eval::extract(&teacher, &split.train, &p, &device, 256)?;
+    let te = eval::extract(&teacher, &split.test, &p, &device, 256)?;
+    let classes = split.train.num_classes();
+    let teacher_eval = EvalReport {
+        classifier_accuracy: Some(eval::accuracy(&te.logits, te.classes, &split.test.labels)),
+        knn_accuracy: eval::knn_accuracy(
+            &tr.features,
+            &split.train.labels,
+            &te.features,
+            &split.test.labels,
+            tr.dim,
+            classes,
+            cfg.eval.knn_k,
+            cfg.eval.knn_temperature,
+        )?,
+        linear_probe_accuracy: Some(
+            eval::linear_probe(
+                &tr.features,
+                &split.train.labels,
+                &te.features,
+                &split.test.labels,
+                tr.dim,
+                classes,
+                cfg.eval.linear_epochs,
+                cfg.eval.linear_lr,
+                cfg.seed,
+            )?
+            .accuracy,
+        ),
+        test_images: split.test.len(),
+    };
+    let teacher_train_acc = eval::accuracy(&tr.logits, tr.classes, &split.train.labels);
+    let teacher_logits =
+        Tensor::from_vec(tr.logits.clone(), (split.train.len(), tr.classes), &device)?;
+    println!(
+        "teacher: {teacher_eval:?}, train accuracy {:.2}% ({:.0} s training, {:.0} s evaluation and targets)",
+        100.0 * teacher_train_acc,
+        teacher_seconds,
+        e0.elapsed().as_secs_f64()
+    );
+    let teacher_total = t0.elapsed().as_secs_f64();
+
+    // 2. The students.
+    let mut methods = vec![
+        Method::Supervised,
+        Method::Distill(0.0),
+        Method::Distill(1.0),
+    ];
+    methods.extend(study.alphas.iter().map(|&a| Method::Distill(a)));
+    let mut students = Vec::new();
+    for &seed in &study.seeds {
+        for &m in &methods {
+            let dir = runs.join(format!("student_{}_seed{seed}", m.key()));
+            println!(
+                "student {} ({}), seed {seed} ...",
+                m.label(),
+                cfg.student.arch
+            );
+            let r = train_student(&ctx, m, seed, Some(&teacher_logits), &dir)?;
+            students.push(r);
+            // Write the report after every student: a partial study still leaves its figures.
+            write_report(
+                &results,
+                &study,
+                &cfg,
+                &cli.data_dir,
+                &methods,
+                &teacher_eval,
+                teacher_train_acc,
+                teacher_seconds,
+                &teacher_history,
+                &students,
+                wall.elapsed().as_secs_f64(),
+                load_seconds,
+                teacher_total,
+            )?;
+        }
+    }
+    println!(
+        "study done in {:.0} s; report in {}",
+        wall.elapsed().as_secs_f64(),
+        results.display()
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_report(
+    results: &Path,
+    study: &StudyConfig,
+    cfg: &Config,
+    data_dir: &str,
+    methods: &[Method],
+    teacher_eval: &EvalReport,
+    teacher_train_acc: f64,
+    teacher_seconds: f64,
+    teacher_history: &[Value],
+    students: &[StudentResult],
+    wall_seconds: f64,
+    load_seconds: f64,
+    teacher_total: f64,
+) -> Result<()> {
+    let pick = |m: Method| -> Vec<&StudentResult> {
+        students.iter().filter(|s| s.key == m.key()).collect()
+    };
+    let mut table = String::from(
+        "| method | classifier acc | kNN acc (k = 200, T = 0.1) | linear-probe acc | train time / seed | seeds |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    let t = teacher_eval;
+    table.push_str(&format!(
+        "| teacher: {} supervised | {} | {} | {} | {:.0} s | 1 |\n",
+        cfg.teacher.arch,
+        fmt_pm(&t.classifier_accuracy.into_iter().collect::<Vec<_>>()),
+        fmt_pm(&[t.knn_accuracy]),
+        fmt_pm(&t.linear_probe_accuracy.into_iter().collect::<Vec<_>>()),
+        teacher_seconds
+    ));
+    let mut bars = vec![(
+        format!("teacher {}", cfg.teacher.arch),
+        [
+            vec![t.knn_accuracy],
+            t.linear_probe_accuracy.into_iter().collect(),
+            t.classifier_accuracy.into_iter().collect(),
+        ],
+    )];
+    let mut aggregates = Vec::new();
+    for &m in methods {
+        let rs = pick(m);
+        if rs.is_empty() {
+            continue;
+        }
+        let cls: Vec<f64> = rs
+            .iter()
+            .filter_map(|r| r.eval.classifier_accuracy)
+            .collect();
+        let knn: Vec<f64> = rs.iter().map(|r| r.eval.knn_accuracy).collect();
+        let lin: Vec<f64> = rs
+            .iter()
+            .filter_map(|r| r.eval.linear_probe_accuracy)
+            .collect();
+        let secs: Vec<f64> = rs.iter().map(|r| r.train_seconds).collect();
+        table.push_str(&format!(
+            "| student {}: {} | {} | {} | {} | {:.0} s | {} |\n",
+            cfg.student.arch,
+            m.label(),
+            fmt_pm(&cls),
+            fmt_pm(&knn),
+            fmt_pm(&lin),
+            mean_std(&secs).0,
+            rs.len()
+        ));
+        let short = match m {
+            Method::Supervised => "supervised".to_string(),
+            Method::Distill(a) if a == 0.0 => "SimCLR".to_string(),
+            Method::Distill(a) if a == 1.0 => "KD".to_string(),
+            Method::Distill(a) => format!("SimCLR+KD {a}"),
+        };
+        bars.push((short, [knn.clone(), lin.clone(), cls.clone()]));
+        let ms = |xs: &[f64]| {
+            let (m, s) = mean_std(xs);
+            json!({"values": xs, "mean": m, "std": s})
+        };
+        aggregates.push(json!({"method": m.label(), "key": m.key(),
+            "classifier_accuracy": ms(&cls), "knn_accuracy": ms(&knn),
+            "linear_probe_accuracy": ms(&lin), "train_seconds": ms(&secs)}));
+    }
+    plot_bars(&results.join("cifar10_cpu_study_accuracy.svg"), &bars)?;
+    let mut curves: Vec<(String, Vec<Value>)> = vec![];
+    if !teacher_history.is_empty() {
+        curves.push(("teacher".into(), teacher_history.to_vec()));
+    }
+    let first_seed = study.seeds[0];
+    for r in students.iter().filter(|r| r.seed == first_seed) {
+        curves.push((r.key.clone(), r.epochs.clone()));
+    }
+    trainer::report::plot_curves(&results.join("cifar10_cpu_study_curves.svg"), &curves)?;
+    let json = json!({
+        "title": "CIFAR-10 distillation study on a 2-core CPU",
+        "config": study,
+        "data_dir": data_dir,
+        "train_images": cfg.data.train_per_class * 10,
+        "test_images": teacher_eval.test_images,
+        "wall_seconds": wall_seconds,
+        "data_load_seconds": load_seconds,
+        "teacher": {"arch": cfg.teacher.arch, "eval": teacher_eval, "train_accuracy": teacher_train_acc,
+                    "train_seconds": teacher_seconds, "seconds_with_eval_and_targets": teacher_total,
+                    "epochs": teacher_history},
+        "students": students,
+        "aggregates": aggregates,
+    });
+    trainer::checkpoint::write_atomic(
+        &results.join("cifar10_cpu_study.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+    let md = format!(
+        "{}\n{table}\n{}",
+        HEAD.replace("{TRAIN}", &(cfg.data.train_per_class.to_string()))
+            .replace("{TEST}", &(cfg.data.test_per_class.to_string()))
+            .replace("{T_EPOCHS}", &cfg.teacher.optim.epochs.to_string())
+            .replace("{S_EPOCHS}", &cfg.student.optim.epochs.to_string())
+            .replace("{S_ARCH}", &cfg.student.arch)
+            .replace("{T_ARCH}", &cfg.teacher.arch)
+            .replace(
+                "{SEEDS}",
+                &format!(
+                    "{:?} ({} of {} runs done)",
+                    study.seeds,
+                    students.len(),
+                    study.seeds.len() * methods.len()
+                ),
+            )
+            .replace("{WALL}", &format!("{:.1}", wall_seconds / 60.0))
+            .replace("{TRAIN_ACC}", &format!("{:.2}", 100.0 * teacher_train_acc)),
+        TAIL
+    );
+    trainer::checkpoint::write_atomic(&results.join("cifar10_cpu_study.md"), md.as_bytes())?;
+    Ok(())
+}
+
+/// The report's opening (placeholders in braces are filled in).
+const HEAD: &str = "# CIFAR-10 distillation study on a 2-core CPU
+
+Teacher {T_ARCH} (CIFAR stem), supervised, {T_EPOCHS} epochs; student {S_ARCH}, {S_EPOCHS} epochs, trained five ways
+with the same epochs, views, initialisation and batch order. Data: the first {TRAIN} training and {TEST} test images
+of each class. Seeds: {SEEDS}. Wall time so far: {WALL} min. Teacher training-set accuracy: {TRAIN_ACC}%.
+";
+
+/// The report's closing paragraphs.
+const TAIL: &str = "";
