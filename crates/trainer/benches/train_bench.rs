@@ -134,15 +134,15 @@ fn main() -> Result<()> {
             }
         }
     }
-    eprintln!(
-        "# train_bench: {} threads (RAYON_NUM_THREADS={}), median of {runs} runs after a warm-up",
-        candle_core::utils::get_num_threads(),
-        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into())
-    );
     if names.is_empty() {
         names = FIGURES.iter().map(|f| f.name.to_string()).collect();
     }
     if !child {
+        eprintln!(
+            "# train_bench: {} threads (RAYON_NUM_THREADS={}), median of {runs} runs after a warm-up",
+            candle_core::utils::get_num_threads(),
+            std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into())
+        );
         // Each figure in its own process, so that its peak memory is its own.
         let exe = std::env::current_exe().context("locating the bench binary")?;
         let mut failed = Vec::new();
