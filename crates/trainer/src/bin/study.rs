@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use clap::Parser;
 use plotters::prelude::*;
 use rand::seq::SliceRandom;
@@ -34,7 +34,7 @@ use trainer::data::Split;
 use trainer::eval::{self, EvalReport};
 use trainer::metrics::MetricsLog;
 use trainer::net::Net;
-use trainer::optim::{trainable_params, Optimizer};
+use trainer::optim::trainable_params;
 use trainer::schedule::learning_rate;
 use trainer::train::{Ctx, MEAN, STD};
 use trainer::Config;
@@ -64,6 +64,9 @@ struct Cli {
     /// Reuse the teacher in the runs folder when it is there.
     #[arg(long)]
     reuse_teacher: bool,
+    /// Only parse and validate the configuration (a study file, or a plain trainer file), then exit.
+    #[arg(long)]
+    check: bool,
 }
 
 /// The study configuration file.
@@ -91,8 +94,8 @@ impl Method {
     fn label(self) -> String {
         match self {
             Method::Supervised => "supervised (labels)".into(),
-            Method::Distill(a) if a == 0.0 => "SimCLR only (α = 0)".into(),
-            Method::Distill(a) if a == 1.0 => "KD only (α = 1)".into(),
+            Method::Distill(0.0) => "SimCLR only (α = 0)".into(),
+            Method::Distill(1.0) => "KD only (α = 1)".into(),
             Method::Distill(a) => format!("SimCLR + KD (α = {a})"),
         }
     }
@@ -143,6 +146,144 @@ fn quick_eval(ctx: &Ctx, net: &Net) -> Result<(f64, f64)> {
     Ok((acc, knn))
 }
 
+/// SGD with momentum and decoupled-from-BN weight decay, as `trainer::optim::Optimizer` computes it,
+/// but on detached tensors.
+///
+/// `trainer::optim::Optimizer` (SGD/LARS path) builds its momentum buffer from `w * weight_decay`
+/// with `w` a `Var`, so every buffer keeps the autograd graph of the previous one: one copy of the
+/// parameters (and gradients) is retained per step. For resnet8 that is ~1 MB a step and unnoticed;
+/// for ResNet-18 it is ~200 MB a step, and the first study run was killed by the OOM killer at 20 GB
+/// during the teacher's second epoch. This copy detaches everything (the fix for `optim.rs` is the
+/// same `.detach()`; reported to its owner).
+struct Sgd {
+    params: Vec<trainer::optim::Param>,
+    bufs: Vec<Option<Tensor>>,
+    momentum: f64,
+    weight_decay: f64,
+    steps: usize,
+}
+
+impl Sgd {
+    fn new(net: &Net, cfg: &trainer::config::OptimConfig) -> Result<Self> {
+        if cfg.optimizer != trainer::config::OptimizerKind::Sgd || cfg.nesterov {
+            bail!("the study trains with plain SGD (optimizer = \"sgd\", nesterov = false)");
+        }
+        let params = trainable_params(&net.varmap, &[""]);
+        Ok(Self {
+            bufs: vec![None; params.len()],
+            params,
+            momentum: cfg.momentum,
+            weight_decay: cfg.weight_decay,
+            steps: 0,
+        })
+    }
+
+    fn step(&mut self, grads: &candle_core::backprop::GradStore, lr: f64) -> Result<()> {
+        self.steps += 1;
+        for (p, buf) in self.params.iter().zip(self.bufs.iter_mut()) {
+            let Some(g) = grads.get(p.var.as_tensor()) else {
+                continue;
+            };
+            let w = p.var.as_tensor().detach();
+            let mut g = g.detach();
+            if p.decay && self.weight_decay > 0.0 {
+                g = (g + (&w * self.weight_decay)?)?;
+            }
+            let b = match buf.take() {
+                Some(b) if self.momentum > 0.0 => ((b * self.momentum)? + &g)?,
+                _ => g,
+            };
+            p.var.set(&(&w - (&b * lr)?)?)?;
+            *buf = Some(b);
+        }
+        Ok(())
+    }
+}
+
+/// The teacher: supervised cross-entropy on one view (random resized crop 0.6–1, flip), as
+/// `trainer teacher` trains it, with [`Sgd`]. Returns the network, epoch records and seconds.
+fn train_teacher(ctx: &Ctx, dir: &Path) -> Result<(Net, Vec<Value>, f64)> {
+    let cfg = ctx.cfg;
+    let t = &cfg.teacher;
+    let train = &ctx.split.train;
+    let size = cfg.data.image_size;
+    std::fs::create_dir_all(dir)?;
+    let net = Net::new(
+        &t.arch,
+        train.num_classes(),
+        size,
+        None,
+        cfg.seed,
+        &ctx.device,
+    )?;
+    let mut sgd = Sgd::new(&net, &t.optim)?;
+    let pipeline = augment::Pipeline::new(
+        augment::Compose::new()
+            .then(augment::RandomResizedCrop::new((size, size))?.with_scale(0.6, 1.0)?)
+            .then(augment::RandomHorizontalFlip::new(0.5)?),
+        size,
+    )?
+    .with_normalize(MEAN, STD)?;
+    let views = augment::MultiView::repeat(pipeline, 1)?;
+    let bs = t.optim.batch_size;
+    let steps_per_epoch = train.len() / bs;
+    let mut log = MetricsLog::open(&dir.join("metrics.jsonl"))?;
+    let images = Arc::new(train.images.clone());
+    let seed = cfg.seed ^ 0x7EAC;
+    let mut seconds = 0.0;
+    let mut history = Vec::new();
+    for epoch in 0..t.optim.epochs {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ ((epoch as u64 + 1) << 32));
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        order.shuffle(&mut rng);
+        let batches: Vec<Vec<usize>> = order.chunks_exact(bs).map(<[usize]>::to_vec).collect();
+        let e0 = Instant::now();
+        let mut sum = 0.0;
+        let prefetch = views.prefetch(
+            images.clone(),
+            (train.height, train.width),
+            batches.clone(),
+            seed,
+            epoch as u64,
+            2,
+        )?;
+        for (b, (v, indices)) in prefetch.zip(batches.iter()).enumerate() {
+            let v = v?;
+            let labels: Vec<u32> = indices.iter().map(|&i| train.labels[i]).collect();
+            let labels = Tensor::from_vec(labels, indices.len(), &ctx.device)?;
+            let (f, _) = net.forward(&v[0].to_device(&ctx.device)?, true)?;
+            let loss = candle_nn::loss::cross_entropy(&f.logits, &labels)?;
+            let l = scalar(&loss)?;
+            if !l.is_finite() {
+                bail!("teacher: non-finite loss at epoch {epoch}, batch {b}");
+            }
+            sum += l;
+            let grads = loss.backward()?;
+            let lr = learning_rate(&t.optim, sgd.steps, steps_per_epoch);
+            sgd.step(&grads, lr)?;
+            if (b + 1) % 10 == 0 {
+                println!(
+                    "  teacher epoch {} batch {}/{}: loss {l:.4} ({:.1} img/s)",
+                    epoch + 1,
+                    b + 1,
+                    steps_per_epoch,
+                    ((b + 1) * bs) as f64 / e0.elapsed().as_secs_f64()
+                );
+            }
+        }
+        let secs = e0.elapsed().as_secs_f64();
+        seconds += secs;
+        let rec = json!({"kind": "epoch", "phase": "teacher", "epoch": epoch, "step": sgd.steps,
+            "seconds": secs, "images_per_s": (steps_per_epoch * bs) as f64 / secs.max(1e-9),
+            "cross_entropy": sum / steps_per_epoch.max(1) as f64});
+        log.write(&rec)?;
+        println!("teacher epoch {}/{}: {rec}", epoch + 1, t.optim.epochs);
+        history.push(rec);
+    }
+    net.varmap.save(dir.join("teacher.safetensors"))?;
+    Ok((net, history, seconds))
+}
+
 /// Trains one student in `dir` (see the module docs); `teacher_logits`: `(N_train, C)`.
 fn train_student(
     ctx: &Ctx,
@@ -164,7 +305,7 @@ fn train_student(
         seed.wrapping_add(1),
         &ctx.device,
     )?;
-    let mut optim = Optimizer::new(trainable_params(&net.varmap, &[""]), &s.optim);
+    let mut optim = Sgd::new(&net, &s.optim)?;
     let alpha = match method {
         Method::Distill(a) => a,
         Method::Supervised => 0.0,
@@ -255,7 +396,7 @@ fn train_student(
                     }
                 }
             };
-            let step = optim.steps();
+            let step = optim.steps;
             let values: Vec<(&'static str, f64)> = parts
                 .iter()
                 .map(|(k, t)| Ok((*k, scalar(t)?)))
@@ -268,7 +409,7 @@ fn train_student(
             }
             let grads = parts[0].1.backward()?;
             let lr = learning_rate(&s.optim, step, steps_per_epoch);
-            optim.step(&grads, lr, 1.0)?;
+            optim.step(&grads, lr)?;
             images_done += n;
             if sums.is_empty() {
                 sums = values.iter().map(|(k, _)| (*k, 0.0)).collect();
@@ -280,7 +421,7 @@ fn train_student(
         let secs = e0.elapsed().as_secs_f64();
         train_seconds += secs;
         let mut rec = json!({"kind": "epoch", "phase": "student", "method": method.key(), "seed": seed,
-            "epoch": epoch, "step": optim.steps(), "seconds": secs,
+            "epoch": epoch, "step": optim.steps, "seconds": secs,
             "images_per_s": (steps_per_epoch * bs) as f64 / secs.max(1e-9)});
         for (k, v) in &sums {
             rec[*k] = json!(v / steps_per_epoch.max(1) as f64);
@@ -422,6 +563,11 @@ fn main() -> Result<()> {
     };
     let text = std::fs::read_to_string(&config_path)
         .with_context(|| format!("reading {}", config_path.display()))?;
+    if cli.check && !text.contains("[trainer") {
+        Config::from_toml_str(&text)?.validate()?;
+        println!("{}: a valid trainer configuration", config_path.display());
+        return Ok(());
+    }
     let mut study: StudyConfig =
         toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
     if let Some(seeds) = &cli.seeds {
@@ -451,6 +597,10 @@ fn main() -> Result<()> {
     cfg.out = runs.join("teacher");
     cfg.quiet = true;
     cfg.validate()?;
+    if cli.check {
+        println!("{}: a valid study configuration", config_path.display());
+        return Ok(());
+    }
     let wall = Instant::now();
 
     println!("loading {} ...", cfg.data.source);
@@ -463,7 +613,7 @@ fn main() -> Result<()> {
         split.train.num_classes()
     );
     let interrupt = AtomicBool::new(false);
-    let device = Device::Cpu;
+    let device = trainer::device::open_device(&cfg.device)?;
     let ctx = Ctx {
         cfg: &cfg,
         device: device.clone(),
@@ -474,27 +624,28 @@ fn main() -> Result<()> {
 
     // 1. The teacher.
     let teacher_dir = runs.join("teacher");
-    let best = teacher_dir.join("best.safetensors");
+    let saved = teacher_dir.join("teacher.safetensors");
     let t0 = Instant::now();
-    let (teacher_seconds, teacher_history) = if cli.reuse_teacher && best.exists() {
-        println!("teacher: reusing {}", best.display());
-        (f64::NAN, vec![])
+    let (teacher, teacher_seconds, mut teacher_history) = if cli.reuse_teacher && saved.exists() {
+        println!("teacher: reusing {}", saved.display());
+        let mut net = Net::new(
+            &cfg.teacher.arch,
+            split.train.num_classes(),
+            cfg.data.image_size,
+            None,
+            cfg.seed,
+            &device,
+        )?;
+        net.varmap.load(&saved)?;
+        (net, f64::NAN, vec![])
     } else {
         println!(
             "teacher: {} supervised, {} epochs ...",
             cfg.teacher.arch, cfg.teacher.optim.epochs
         );
-        std::fs::create_dir_all(&teacher_dir)?;
-        let outcome = trainer::train::train_teacher(&ctx, &teacher_dir, false)?;
-        (outcome.seconds, outcome.history)
+        let (net, history, secs) = train_teacher(&ctx, &teacher_dir)?;
+        (net, secs, history)
     };
-    let (teacher, _) = Net::from_checkpoint(
-        &best,
-        Some(&cfg.teacher.arch),
-        split.train.num_classes(),
-        cfg.data.image_size,
-        &device,
-    )?;
     let p = ctx.eval_pipeline()?;
     let e0 = Instant::now();
     let tr = eval::extract(&teacher, &split.train, &p, &device, 256)?;
@@ -529,6 +680,10 @@ fn main() -> Result<()> {
         test_images: split.test.len(),
     };
     let teacher_train_acc = eval::accuracy(&tr.logits, tr.classes, &split.train.labels);
+    if let (Some(last), Some(acc)) = (teacher_history.last_mut(), teacher_eval.classifier_accuracy)
+    {
+        last["test_accuracy"] = json!(acc);
+    }
     let teacher_logits =
         Tensor::from_vec(tr.logits.clone(), (split.train.len(), tr.classes), &device)?;
     println!(
@@ -651,8 +806,8 @@ fn write_report(
         ));
         let short = match m {
             Method::Supervised => "supervised".to_string(),
-            Method::Distill(a) if a == 0.0 => "SimCLR".to_string(),
-            Method::Distill(a) if a == 1.0 => "KD".to_string(),
+            Method::Distill(0.0) => "SimCLR".to_string(),
+            Method::Distill(1.0) => "KD".to_string(),
             Method::Distill(a) => format!("SimCLR+KD {a}"),
         };
         bars.push((short, [knn.clone(), lin.clone(), cls.clone()]));
