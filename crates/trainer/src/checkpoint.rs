@@ -36,6 +36,10 @@ pub mod meta {
     pub const BEST: &str = "best_metric";
 }
 
+/// The largest class count a checkpoint may declare (a larger one is corrupt, and would allocate
+/// gigabytes for the classifier).
+pub const MAX_CLASSES: usize = 100_000;
+
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the folder.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |e| Error::Io(path.to_path_buf(), e);
@@ -114,7 +118,33 @@ impl Checkpoint {
                 .map_err(|e| bad(format!("{name}: {e}")))?;
             tensors.insert(name, t);
         }
-        Ok(Self { tensors, metadata })
+        let ckpt = Self { tensors, metadata };
+        ckpt.check().map_err(bad)?;
+        Ok(ckpt)
+    }
+
+    /// Checks what the trainer later trusts: a sane class count, and a classifier of rank 2.
+    fn check(&self) -> std::result::Result<(), String> {
+        if let Some(v) = self.metadata.get(meta::NUM_CLASSES) {
+            match v.parse::<usize>() {
+                Ok(n) if (1..=MAX_CLASSES).contains(&n) => {}
+                _ => {
+                    return Err(format!(
+                        "metadata `{}` is {v:?}, expected a class count in 1..={MAX_CLASSES}",
+                        meta::NUM_CLASSES
+                    ))
+                }
+            }
+        }
+        if let Some(fc) = self.tensors.get("fc.weight") {
+            if fc.rank() != 2 || fc.dims()[0] == 0 || fc.dims()[0] > MAX_CLASSES {
+                return Err(format!(
+                    "tensor `fc.weight` has shape {:?}, expected (classes, features) with 1..={MAX_CLASSES} classes",
+                    fc.dims()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// A metadata value parsed as `T`, or `None` when absent.

@@ -265,6 +265,10 @@ pub struct Config {
     pub quiet: bool,
     /// Log a metrics line every N steps.
     pub log_every: usize,
+    /// Also write `last.safetensors` every N optimizer steps inside an epoch (0: only at epoch ends and
+    /// on Ctrl-C). A crash then costs at most N steps; each write is atomic (see
+    /// [`crate::checkpoint::write_atomic`]).
+    pub checkpoint_every: usize,
     /// The data.
     pub data: DataConfig,
     /// The teacher phase.
@@ -284,12 +288,27 @@ impl Default for Config {
             out: PathBuf::from("runs/latest"),
             quiet: false,
             log_every: 10,
+            checkpoint_every: 0,
             data: DataConfig::default(),
             teacher: TeacherConfig::default(),
             student: StudentConfig::default(),
             eval: EvalConfig::default(),
         }
     }
+}
+
+/// The largest accepted `data.image_size`: a larger value is almost surely a typo, and would allocate
+/// gigabytes per image.
+pub const MAX_IMAGE_SIZE: usize = 1024;
+
+/// The largest accepted width of the projection head.
+pub const MAX_PROJECTION_DIM: usize = 65_536;
+
+fn at_most(name: &str, v: usize, max: usize) -> Result<(), Error> {
+    if v > max {
+        return Err(Error::Config(format!("{name} must be at most {max}, got {v}")));
+    }
+    Ok(())
 }
 
 fn positive(name: &str, v: usize) -> Result<(), Error> {
@@ -364,7 +383,12 @@ impl Config {
     /// Checks every value; the error names the option and the value.
     pub fn validate(&self) -> Result<(), Error> {
         self.data.source.parse::<crate::data::DataSource>()?;
-        positive("data.image_size", self.data.image_size)?;
+        positive("data.image_size (--image-size)", self.data.image_size)?;
+        at_most(
+            "data.image_size (--image-size)",
+            self.data.image_size,
+            MAX_IMAGE_SIZE,
+        )?;
         positive("log_every", self.log_every)?;
         crate::device::parse_device(&self.device)?;
         for (key, arch) in [
@@ -410,6 +434,39 @@ impl Config {
             "student.projection.num_layers",
             self.student.projection.num_layers,
         )?;
+        at_most(
+            "student.projection.output_dim (--proj-dim)",
+            self.student.projection.output_dim,
+            MAX_PROJECTION_DIM,
+        )?;
+        at_most(
+            "student.projection.hidden_dim (--proj-hidden)",
+            self.student.projection.hidden_dim,
+            MAX_PROJECTION_DIM,
+        )?;
+        at_most(
+            "student.projection.num_layers (--proj-layers)",
+            self.student.projection.num_layers,
+            64,
+        )?;
+        // NT-Xent contrasts each image with the other images of its batch: one image has no negatives.
+        let contrastive = [
+            ("student", &self.student.optim, true),
+            (
+                "teacher",
+                &self.teacher.optim,
+                self.teacher.method == TeacherMethod::Simclr && self.teacher.from.is_none(),
+            ),
+        ];
+        for (p, o, nt_xent) in contrastive {
+            if nt_xent && o.batch_size < 2 {
+                return Err(Error::Config(format!(
+                    "{p}.batch_size (--batch-size) {} is too small for NT-Xent (SimCLR), which needs \
+                     at least 2 images per batch as negatives of each other",
+                    o.batch_size
+                )));
+            }
+        }
         positive("eval.knn_k", self.eval.knn_k)?;
         positive_f("eval.knn_temperature", self.eval.knn_temperature)?;
         positive_f("eval.linear_lr", self.eval.linear_lr)?;

@@ -17,9 +17,9 @@ pub enum Error {
     /// A checkpoint is missing, malformed or does not fit the architecture.
     #[error("{0}")]
     Checkpoint(String),
-    /// A loss became NaN or infinite.
+    /// A loss, the gradient norm or the weights became NaN or infinite.
     #[error(
-        "{phase}: the {part} loss is {value} at step {step} (epoch {epoch}); stopped. \
+        "{phase}: the {part} is {value} at step {step} (epoch {epoch}); stopped. \
          The last good checkpoint is kept; try a lower --lr or --grad-clip"
     )]
     NonFinite {
@@ -29,13 +29,17 @@ pub enum Error {
         step: usize,
         /// Epoch of the step.
         epoch: usize,
-        /// Which loss part (`total`, `contrastive`, `distillation`, `cross-entropy`).
+        /// What: a loss part (`` `total` loss ``, `` `contrastive` loss ``, `` `distillation` loss ``,
+        /// `` `cross_entropy` loss ``), `gradient norm`, or `weights after the update (…)`.
         part: String,
         /// Its value.
         value: f64,
     },
     /// The run was interrupted (Ctrl-C) after writing a checkpoint.
-    #[error("interrupted: stopped after writing the checkpoint of epoch {epoch} to {}", path.display())]
+    #[error(
+        "interrupted: stopped after writing the checkpoint {} (epoch {epoch}); continue with --resume",
+        path.display()
+    )]
     Interrupted {
         /// The last epoch written.
         epoch: usize,

@@ -88,6 +88,9 @@ struct Common {
     /// A TOML file with any of the options (the command line overrides it).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Also checkpoint every N optimizer steps inside an epoch (0: at epoch ends and on Ctrl-C only).
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
     /// Continue from the run folder's last checkpoints.
     #[arg(long)]
     resume: bool,
@@ -273,6 +276,9 @@ fn apply_common(cfg: &mut Config, c: &Common, phases: Phases) {
     }
     if let Some(v) = &c.out {
         cfg.out = v.clone();
+    }
+    if let Some(v) = c.checkpoint_every {
+        cfg.checkpoint_every = v;
     }
     cfg.quiet |= c.quiet;
 }

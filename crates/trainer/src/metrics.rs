@@ -46,17 +46,38 @@ impl MetricsLog {
 ///
 /// A line that is not valid JSON anywhere but at the end is an error naming the line.
 pub fn read_metrics(path: &Path) -> Result<(Vec<Value>, Option<String>)> {
-    let text = match std::fs::read_to_string(path) {
+    let (lines, warning) = read_lines(path)?;
+    Ok((lines.into_iter().map(|(_, v)| v).collect(), warning))
+}
+
+/// The records of a `metrics.jsonl` with their text as written, and the torn-line warning.
+fn read_lines(path: &Path) -> Result<(Vec<(String, Value)>, Option<String>)> {
+    let bytes = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((vec![], None)),
         Err(e) => return Err(Error::Io(path.to_path_buf(), e)),
     };
+    // A torn line may end inside a multi-byte character: read lossily, the JSON check catches it.
+    let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let mut records = Vec::with_capacity(lines.len());
     let mut warning = None;
     for (i, line) in lines.iter().enumerate() {
         match serde_json::from_str::<Value>(line) {
-            Ok(v) => records.push(v),
+            Ok(v) if v.is_object() => records.push((line.to_string(), v)),
+            Ok(_) if i + 1 == lines.len() => {
+                warning = Some(format!(
+                    "{}: skipped a torn last line (not a JSON object)",
+                    path.display()
+                ));
+            }
+            Ok(_) => {
+                return Err(Error::Checkpoint(format!(
+                    "{}: line {} is not a JSON object",
+                    path.display(),
+                    i + 1
+                )));
+            }
             Err(e) if i + 1 == lines.len() => {
                 warning = Some(format!(
                     "{}: skipped a torn last line ({e})",
@@ -78,10 +99,11 @@ pub fn read_metrics(path: &Path) -> Result<(Vec<Value>, Option<String>)> {
 /// Rewrites `path` keeping only the records for which `keep` is true (atomically); returns the warning
 /// of [`read_metrics`], if any.
 pub fn retain_metrics(path: &Path, keep: impl Fn(&Value) -> bool) -> Result<Option<String>> {
-    let (records, warning) = read_metrics(path)?;
+    let (records, warning) = read_lines(path)?;
     let mut text = String::new();
-    for r in records.iter().filter(|r| keep(r)) {
-        text.push_str(&r.to_string());
+    // The kept lines are copied as written: parsing and printing again could change a float's digits.
+    for (line, _) in records.iter().filter(|(_, r)| keep(r)) {
+        text.push_str(line);
         text.push('\n');
     }
     crate::checkpoint::write_atomic(path, text.as_bytes())?;

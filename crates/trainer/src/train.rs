@@ -128,6 +128,35 @@ fn save_checkpoint(
     checkpoint::save(path, &tensors, &md)
 }
 
+/// The first variable of `net` that holds a NaN or an infinity, if any (an update that blew up).
+fn non_finite_variable(net: &Net) -> Result<Option<(String, f64)>> {
+    let data = net.varmap.data().lock().unwrap_or_else(|e| e.into_inner());
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in names {
+        // A sum is finite exactly when every element is (short of overflowing 3.4e38).
+        let sum = scalar(&data[name].as_tensor().sum_all()?)?;
+        if !sum.is_finite() {
+            return Ok(Some((name.clone(), sum)));
+        }
+    }
+    Ok(None)
+}
+
+/// Refuses to write a checkpoint of weights that are no longer finite: the last good one is kept.
+fn check_finite(net: &Net, phase: &str, step: usize, epoch: usize) -> Result<()> {
+    match non_finite_variable(net)? {
+        None => Ok(()),
+        Some((name, value)) => Err(Error::NonFinite {
+            phase: phase.to_string(),
+            step,
+            epoch,
+            part: format!("sum of the weights after the update (`{name}`)"),
+            value,
+        }),
+    }
+}
+
 /// Trains `net` through `phase`, in `dir`; resumes from `dir/last.safetensors` when `cfg.resume`.
 fn fit(ctx: &Ctx, dir: &Path, net: &Net, phase: Phase, resume: bool) -> Result<PhaseOutcome> {
     let cfg = ctx.cfg;
@@ -248,7 +277,7 @@ fn fit(ctx: &Ctx, dir: &Path, net: &Net, phase: Phase, resume: bool) -> Result<P
                         phase: phase.name.to_string(),
                         step,
                         epoch,
-                        part: name.to_string(),
+                        part: format!("`{name}` loss"),
                         value: v,
                     });
                 }
@@ -295,8 +324,13 @@ fn fit(ctx: &Ctx, dir: &Path, net: &Net, phase: Phase, resume: bool) -> Result<P
                 values.iter().map(|(n, v)| format!("{n} {v:.4}")).collect();
             bar.set_message(format!("{ips:.0} img/s {} lr {lr:.4}", parts_msg.join(" ")));
             bar.inc(1);
-            if ctx.interrupt.load(Ordering::SeqCst) {
-                bar.abandon();
+            let interrupted = ctx.interrupt.load(Ordering::SeqCst);
+            // A periodic checkpoint inside the epoch; the epoch's last step is followed by the epoch-end one.
+            let periodic = cfg.checkpoint_every > 0
+                && optim.steps() % cfg.checkpoint_every == 0
+                && batch_idx + 1 < batches.len();
+            if interrupted || periodic {
+                check_finite(net, phase.name, optim.steps(), epoch)?;
                 let extra = [
                     (meta::EPOCH, epoch.to_string()),
                     ("batch", (batch_idx + 1).to_string()),
@@ -309,10 +343,14 @@ fn fit(ctx: &Ctx, dir: &Path, net: &Net, phase: Phase, resume: bool) -> Result<P
                     ("epoch_count", count.to_string()),
                 ];
                 save_checkpoint(&last, net, Some(&optim), &extra, cfg, phase.name)?;
-                return Err(Error::Interrupted { epoch, path: last });
+                if interrupted {
+                    bar.abandon();
+                    return Err(Error::Interrupted { epoch, path: last });
+                }
             }
         }
         bar.finish_and_clear();
+        check_finite(net, phase.name, optim.steps(), epoch)?;
         let train_seconds = epoch_start.elapsed().as_secs_f64();
         let evaluate = cfg.eval.every > 0 && ((epoch + 1) % cfg.eval.every == 0)
             || epoch + 1 == phase.optim.epochs;
@@ -367,7 +405,9 @@ fn fit(ctx: &Ctx, dir: &Path, net: &Net, phase: Phase, resume: bool) -> Result<P
         }
     }
     if !best_path.exists() {
-        std::fs::copy(&last, &best_path).map_err(|e| Error::Io(best_path.clone(), e))?;
+        // Atomically too: a crash must not leave a half-copied `best` that a resume would trust.
+        let bytes = std::fs::read(&last).map_err(|e| Error::Io(last.clone(), e))?;
+        checkpoint::write_atomic(&best_path, &bytes)?;
     }
     let seconds = t_start.elapsed().as_secs_f64();
     Ok(PhaseOutcome {
