@@ -92,9 +92,21 @@ pub fn plot_curves(path: &Path, runs: &[(String, Vec<Value>)]) -> Result<()> {
                 })
             })
             .collect();
-        for (area, title, data, ylabel) in [
-            (&left, "loss per epoch", &losses, "loss"),
-            (&right, "test accuracy per epoch (%)", &metrics, "%"),
+        for (area, title, data, ylabel, legend) in [
+            (
+                &left,
+                "loss per epoch",
+                &losses,
+                "loss",
+                SeriesLabelPosition::UpperRight,
+            ),
+            (
+                &right,
+                "test accuracy per epoch (%)",
+                &metrics,
+                "%",
+                SeriesLabelPosition::LowerRight,
+            ),
         ] {
             let xmax = data
                 .iter()
@@ -128,6 +140,7 @@ pub fn plot_curves(path: &Path, runs: &[(String, Vec<Value>)]) -> Result<()> {
             }
             chart
                 .configure_series_labels()
+                .position(legend)
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
                 .draw()?;
