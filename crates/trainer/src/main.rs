@@ -343,7 +343,16 @@ fn set_threads(cfg: &Config) -> Result<()> {
 
 fn main() {
     if let Err(e) = real_main() {
-        eprintln!("error: {e:#}");
+        // The chain of causes, each once: many messages already quote their cause.
+        let mut msg = e.to_string();
+        for cause in e.chain().skip(1) {
+            let c = cause.to_string();
+            if !msg.contains(&c) {
+                msg.push_str(": ");
+                msg.push_str(&c);
+            }
+        }
+        eprintln!("error: {msg}");
         std::process::exit(match e.downcast_ref::<trainer::Error>() {
             Some(trainer::Error::Interrupted { .. }) => 130,
             _ => 1,
