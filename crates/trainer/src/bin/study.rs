@@ -64,6 +64,17 @@ struct Cli {
     /// Reuse the teacher in the runs folder when it is there.
     #[arg(long)]
     reuse_teacher: bool,
+    /// Rewrite the report and plots from the results JSON of an earlier run (no training).
+    #[arg(long)]
+    report_only: bool,
+    /// With `--report-only`: results JSON files of further seeds (runs with `--reuse-teacher
+    /// --seeds ...`) whose students are added to the report; their wall time is added too.
+    #[arg(long, value_delimiter = ',')]
+    merge: Vec<PathBuf>,
+    /// Train only the students that use the teacher (α > 0): for a teacher ablation whose
+    /// supervised and SimCLR-only students would repeat the main run's.
+    #[arg(long)]
+    skip_baselines: bool,
     /// Only parse and validate the configuration (a study file, or a plain trainer file), then exit.
     #[arg(long)]
     check: bool,
@@ -227,7 +238,11 @@ fn train_teacher(ctx: &Ctx, dir: &Path) -> Result<(Net, Vec<Value>, f64)> {
     let views = augment::MultiView::repeat(pipeline, 1)?;
     let bs = t.optim.batch_size;
     let steps_per_epoch = train.len() / bs;
-    let mut log = MetricsLog::open(&dir.join("metrics.jsonl"))?;
+    let metrics_path = dir.join("metrics.jsonl");
+    if metrics_path.exists() {
+        std::fs::remove_file(&metrics_path)?;
+    }
+    let mut log = MetricsLog::open(&metrics_path)?;
     let images = Arc::new(train.images.clone());
     let seed = cfg.seed ^ 0x7EAC;
     let mut seconds = 0.0;
@@ -592,6 +607,9 @@ fn main() -> Result<()> {
     });
     std::fs::create_dir_all(&runs)?;
     std::fs::create_dir_all(&results)?;
+    if cli.report_only {
+        return report_only(&results, &cli.merge);
+    }
     let mut cfg = study.trainer.clone();
     cfg.data.source = format!("cifar10-tar:{}", cli.data_dir);
     cfg.out = runs.join("teacher");
@@ -637,7 +655,14 @@ fn main() -> Result<()> {
             &device,
         )?;
         net.varmap.load(&saved)?;
-        (net, f64::NAN, vec![])
+        // The reused teacher's epochs and training time, from its metrics.jsonl.
+        let (records, _) = trainer::metrics::read_metrics(&teacher_dir.join("metrics.jsonl"))?;
+        let history: Vec<Value> = records
+            .into_iter()
+            .filter(|r| r["kind"] == "epoch")
+            .collect();
+        let secs = history.iter().filter_map(|r| r["seconds"].as_f64()).sum();
+        (net, secs, history)
     } else {
         println!(
             "teacher: {} supervised, {} epochs ...",
@@ -701,6 +726,9 @@ fn main() -> Result<()> {
         Method::Distill(1.0),
     ];
     methods.extend(study.alphas.iter().map(|&a| Method::Distill(a)));
+    if cli.skip_baselines {
+        methods.retain(|m| matches!(m, Method::Distill(a) if *a > 0.0));
+    }
     let mut students = Vec::new();
     for &seed in &study.seeds {
         for &m in &methods {
@@ -735,6 +763,84 @@ fn main() -> Result<()> {
         wall.elapsed().as_secs_f64(),
         results.display()
     );
+    Ok(())
+}
+
+fn eval_from_json(v: &Value) -> EvalReport {
+    EvalReport {
+        classifier_accuracy: v["classifier_accuracy"].as_f64(),
+        knn_accuracy: v["knn_accuracy"].as_f64().unwrap_or(f64::NAN),
+        linear_probe_accuracy: v["linear_probe_accuracy"].as_f64(),
+        test_images: v["test_images"].as_u64().unwrap_or(0) as usize,
+    }
+}
+
+/// `--report-only`: the report and plots again from `results/cifar10_cpu_study.json`.
+fn report_only(results: &Path, merge: &[PathBuf]) -> Result<()> {
+    let read = |path: &Path| -> Result<Value> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    };
+    let j = read(&results.join("cifar10_cpu_study.json"))?;
+    let mut study: StudyConfig = serde_json::from_value(j["config"].clone())?;
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let t = &j["teacher"];
+    let mut all: Vec<Value> = j["students"].as_array().cloned().unwrap_or_default();
+    let mut wall = f(&j["wall_seconds"]);
+    for m in merge {
+        let other = read(m)?;
+        all.extend(other["students"].as_array().cloned().unwrap_or_default());
+        wall += f(&other["wall_seconds"]);
+        for seed in other["config"]["seeds"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            if let Some(seed) = seed.as_u64() {
+                if !study.seeds.contains(&seed) {
+                    study.seeds.push(seed);
+                }
+            }
+        }
+    }
+    let students: Vec<StudentResult> = all
+        .iter()
+        .map(|s| StudentResult {
+            method: s["method"].as_str().unwrap_or_default().to_string(),
+            key: s["key"].as_str().unwrap_or_default().to_string(),
+            seed: s["seed"].as_u64().unwrap_or(0),
+            eval: eval_from_json(&s["eval"]),
+            train_seconds: f(&s["train_seconds"]),
+            images_per_second: f(&s["images_per_second"]),
+            epochs: s["epochs"].as_array().cloned().unwrap_or_default(),
+        })
+        .collect();
+    let mut methods = vec![
+        Method::Supervised,
+        Method::Distill(0.0),
+        Method::Distill(1.0),
+    ];
+    methods.extend(study.alphas.iter().map(|&a| Method::Distill(a)));
+    write_report(
+        results,
+        &study,
+        &study.trainer,
+        j["data_dir"].as_str().unwrap_or_default(),
+        &methods,
+        &eval_from_json(&t["eval"]),
+        f(&t["train_accuracy"]),
+        f(&t["train_seconds"]),
+        t["epochs"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default(),
+        &students,
+        wall,
+        f(&j["data_load_seconds"]),
+        f(&t["seconds_with_eval_and_targets"]),
+    )?;
+    println!("rewrote the report in {}", results.display());
     Ok(())
 }
 
@@ -847,8 +953,30 @@ fn write_report(
         &results.join("cifar10_cpu_study.json"),
         serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
+    let knn_of = |m: Method| -> Option<f64> {
+        let v: Vec<f64> = pick(m).iter().map(|r| r.eval.knn_accuracy).collect();
+        (!v.is_empty()).then(|| mean_std(&v).0)
+    };
+    let mut gains = String::new();
+    if let Some(base) = knn_of(Method::Distill(0.0)) {
+        gains.push_str("kNN accuracy minus the SimCLR-only student's, in points:");
+        for &m in methods {
+            if let (Method::Distill(a), Some(k)) = (m, knn_of(m)) {
+                if a > 0.0 {
+                    gains.push_str(&format!(" α = {a}: {:+.2};", 100.0 * (k - base)));
+                }
+            }
+        }
+        if let Some(k) = knn_of(Method::Supervised) {
+            gains.push_str(&format!(" supervised: {:+.2};", 100.0 * (k - base)));
+        }
+        gains.push_str(&format!(
+            " teacher: {:+.2}.\n",
+            100.0 * (t.knn_accuracy - base)
+        ));
+    }
     let md = format!(
-        "{}\n{table}\n{}",
+        "{}\n{table}\n{gains}\n{}",
         HEAD.replace("{TRAIN}", &(cfg.data.train_per_class.to_string()))
             .replace("{TEST}", &(cfg.data.test_per_class.to_string()))
             .replace("{T_EPOCHS}", &cfg.teacher.optim.epochs.to_string())
