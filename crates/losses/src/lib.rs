@@ -18,6 +18,7 @@ mod feature_maps;
 mod kd;
 mod nt_xent;
 mod nt_xent_blocked;
+mod nt_xent_fused;
 mod queue;
 mod relational;
 mod seed;

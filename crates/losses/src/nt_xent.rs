@@ -6,6 +6,7 @@ use crate::common::{
     diagonal_mask, dims2, float_dtype, l2_normalize, logsumexp, mask_value, positive, same_kind,
     same_shape,
 };
+use crate::nt_xent_fused;
 use crate::supcon::contrastive_with_positives;
 
 /// NT-Xent (normalised temperature-scaled cross-entropy), the contrastive loss of SimCLR.
@@ -21,7 +22,9 @@ use crate::supcon::contrastive_with_positives;
 /// This is the loss of Chen et al., "A Simple Framework for Contrastive Learning of Visual
 /// Representations" (ICML 2020), and what `lightly.loss.NTXentLoss(temperature)` computes by
 /// default (no memory bank). Computed from one `(2N, 2N)` similarity matrix with a stable
-/// log-sum-exp; see [`nt_xent_blocked`](crate::nt_xent_blocked) for a version that never holds
+/// log-sum-exp. On the CPU in f32/f64 this runs as one fused op (one GEMM forward, one
+/// backward, rows in parallel on rayon's pool, results independent of the thread count);
+/// other devices and dtypes use candle's ops. See [`nt_xent_blocked`](crate::nt_xent_blocked) for a version that never holds
 /// that matrix whole.
 ///
 /// # Shapes
@@ -59,6 +62,9 @@ pub fn nt_xent(z_a: &Tensor, z_b: &Tensor, temperature: f64) -> Result<Tensor> {
         )
     }
     let z = l2_normalize(&Tensor::cat(&[z_a, z_b], 0)?)?;
+    if nt_xent_fused::applies(&z) {
+        return nt_xent_fused::nt_xent_fused(&z, n, temperature);
+    }
     // The other view of each row: [z_b; z_a].
     let z_pos = Tensor::cat(&[z.narrow(0, n, n)?, z.narrow(0, 0, n)?], 0)?;
     let z_scaled = z.affine(1.0 / temperature, 0.0)?;
