@@ -306,7 +306,9 @@ pub const MAX_PROJECTION_DIM: usize = 65_536;
 
 fn at_most(name: &str, v: usize, max: usize) -> Result<(), Error> {
     if v > max {
-        return Err(Error::Config(format!("{name} must be at most {max}, got {v}")));
+        return Err(Error::Config(format!(
+            "{name} must be at most {max}, got {v}"
+        )));
     }
     Ok(())
 }

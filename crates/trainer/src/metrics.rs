@@ -50,8 +50,11 @@ pub fn read_metrics(path: &Path) -> Result<(Vec<Value>, Option<String>)> {
     Ok((lines.into_iter().map(|(_, v)| v).collect(), warning))
 }
 
+/// Records with their text as written.
+type Lines = Vec<(String, Value)>;
+
 /// The records of a `metrics.jsonl` with their text as written, and the torn-line warning.
-fn read_lines(path: &Path) -> Result<(Vec<(String, Value)>, Option<String>)> {
+fn read_lines(path: &Path) -> Result<(Lines, Option<String>)> {
     let bytes = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((vec![], None)),

@@ -40,7 +40,10 @@ fn fails<S: AsRef<OsStr> + std::fmt::Debug>(args: &[S], want: &[&str]) -> Result
         !err.contains("panicked") && !err.contains("backtrace"),
         "{args:?} panicked: {err}"
     );
-    ensure!(err.contains("error:"), "{args:?}: no `error:` line in {err}");
+    ensure!(
+        err.contains("error:"),
+        "{args:?}: no `error:` line in {err}"
+    );
     for w in want {
         ensure!(err.contains(w), "{args:?}: `{w}` missing from {err}");
     }
@@ -194,10 +197,8 @@ fn corrupt_jpeg_and_png_are_named() -> Result<()> {
     let sample = trainer::data::bundled_sample_dir();
     let jpeg = std::fs::read(sample.join("train/cat/0000.jpg"))?;
     let mut png = Vec::new();
-    ImageBuffer::from_pixel(8, 8, Rgb([1u8, 2, 3])).write_to(
-        &mut std::io::Cursor::new(&mut png),
-        image::ImageFormat::Png,
-    )?;
+    ImageBuffer::from_pixel(8, 8, Rgb([1u8, 2, 3]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
     for (name, bytes) in [
         ("cut.jpg", &jpeg[..jpeg.len() / 3]),
         ("cut.png", &png[..png.len() / 2]),
@@ -265,7 +266,12 @@ fn odd_images_train_and_bad_checkpoints_are_refused() -> Result<()> {
     // Another architecture: the first missing tensor is named.
     fails(
         &eval(&ckpt, &["--arch", "resnet20"]),
-        &["best.safetensors", "layer1.1.", "resnet20", "another architecture"],
+        &[
+            "best.safetensors",
+            "layer1.1.",
+            "resnet20",
+            "another architecture",
+        ],
     )?;
     // Truncated safetensors, and a file that is not safetensors at all.
     let bytes = std::fs::read(&ckpt)?;
@@ -281,7 +287,10 @@ fn odd_images_train_and_bad_checkpoints_are_refused() -> Result<()> {
         &eval(&text, &[]),
         &["notes.safetensors", "not a readable safetensors file"],
     )?;
-    fails(&eval(&dir.path().join("nope.safetensors"), &[]), &["nope.safetensors", "No such file"])?;
+    fails(
+        &eval(&dir.path().join("nope.safetensors"), &[]),
+        &["nope.safetensors", "No such file"],
+    )?;
     fails(&eval(dir.path(), &[]), &[&s(dir.path()), "Is a directory"])?;
     // Distillation from a teacher of another architecture.
     let student_out = dir.path().join("student");
@@ -316,7 +325,10 @@ fn config_file_errors_are_named() -> Result<()> {
         ("checkpoint_every = -3\n", vec!["checkpoint_every"]),
         ("[student]\nalpha = 2.0\n", vec!["alpha", "2"]),
         ("[teacher.optim]\nepochs = 0\n", vec!["teacher.epochs", "0"]),
-        ("[data]\nimage_size = 100000\n", vec!["image_size", "100000"]),
+        (
+            "[data]\nimage_size = 100000\n",
+            vec!["image_size", "100000"],
+        ),
         ("this is not toml", vec!["expected"]),
     ]
     .into_iter()
@@ -330,10 +342,7 @@ fn config_file_errors_are_named() -> Result<()> {
             // Parse errors name the file; validation errors name the key.
             w.push(&name);
         }
-        fails(
-            &["teacher", "--config", &s(&path), "--out", &s(&out)],
-            &w,
-        )?;
+        fails(&["teacher", "--config", &s(&path), "--out", &s(&out)], &w)?;
     }
     fails(
         &["teacher", "--config", &s(&dir.path().join("none.toml"))],
@@ -358,8 +367,14 @@ fn bad_option_values_are_named() -> Result<()> {
         (vec!["teacher", "--epochs", "0"], vec!["--epochs", "0"]),
         (vec!["teacher", "--epochs=-1"], vec!["-1", "--epochs"]),
         (vec!["teacher", "--epochs", "-1"], vec!["-1"]),
-        (vec!["teacher", "--batch-size", "0"], vec!["--batch-size", "0"]),
-        (vec!["distill", "--batch-size=-4"], vec!["-4", "--batch-size"]),
+        (
+            vec!["teacher", "--batch-size", "0"],
+            vec!["--batch-size", "0"],
+        ),
+        (
+            vec!["distill", "--batch-size=-4"],
+            vec!["-4", "--batch-size"],
+        ),
         (vec!["teacher", "--lr=-0.1"], vec!["--lr", "-0.1"]),
         (vec!["teacher", "--lr", "0"], vec!["--lr", "0"]),
         (vec!["teacher", "--lr", "nan"], vec!["--lr", "NaN"]),
@@ -371,13 +386,25 @@ fn bad_option_values_are_named() -> Result<()> {
             vec!["teacher", "--method", "simclr", "--batch-size", "1"],
             vec!["teacher.batch_size", "NT-Xent"],
         ),
-        (vec!["teacher", "--device", "cuda"], vec!["--device cuda", "without CUDA"]),
+        (
+            vec!["teacher", "--device", "cuda"],
+            vec!["--device cuda", "without CUDA"],
+        ),
         (vec!["teacher", "--device", "cuda:1"], vec!["cuda:1"]),
         (vec!["teacher", "--device", "tpu"], vec!["tpu"]),
         (vec!["teacher", "--arch", "resnet9000"], vec!["resnet9000"]),
-        (vec!["teacher", "--image-size", "0"], vec!["image_size", "0"]),
-        (vec!["distill", "--proj-dim", "999999999"], vec!["output_dim", "999999999"]),
-        (vec!["distill", "--alpha", "0.5"], vec!["--alpha 0.5", "--teacher"]),
+        (
+            vec!["teacher", "--image-size", "0"],
+            vec!["image_size", "0"],
+        ),
+        (
+            vec!["distill", "--proj-dim", "999999999"],
+            vec!["output_dim", "999999999"],
+        ),
+        (
+            vec!["distill", "--alpha", "0.5"],
+            vec!["--alpha 0.5", "--teacher"],
+        ),
         (
             vec!["teacher", "--train-per-class", "1", "--batch-size", "64"],
             vec!["batch size 64", "10 images"],
@@ -507,7 +534,10 @@ fn a_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint() -> Resu
                 .to_dtype(candle_core::DType::F64)?
                 .sum_all()?
                 .to_scalar::<f64>()?;
-            ensure!(sum.is_finite(), "{name} is not finite in the kept checkpoint: {err}");
+            ensure!(
+                sum.is_finite(),
+                "{name} is not finite in the kept checkpoint: {err}"
+            );
         }
     }
     Ok(())
