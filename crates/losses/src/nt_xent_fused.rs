@@ -4,22 +4,22 @@
 //! Forward, on the L2-normalised `ẑ` `(M, D)`, `M = 2N`:
 //!
 //! ```text
-//! S = ẑ ẑᵀ / τ                      (one GEMM, an M × M buffer)
-//! lse_i = log Σ_{j ≠ i} exp(s_ij)   (rows in parallel; the buffer becomes e_ij = exp(s_ij − max_i))
+//! S = ẑ ẑᵀ / τ                      (one GEMM into an M × M buffer)
+//! lse_i = log Σ_{j ≠ i} exp(s_ij)   (rows in parallel, read-only: max, then Σ exp)
 //! loss  = 1/M Σ_i (lse_i − s_{i,p(i)})
 //! ```
 //!
-//! The buffer of exponentials and the row factors `r_i = 1 / Σ_j e_ij` are kept for the
-//! backward pass, so `P = softmax` rows (self excluded) is `P_ij = e_ij · r_i`. Backward, with
-//! `G = P − onehot(p)` and `p` an involution (`p(p(i)) = i`):
+//! `S` and `lse` are kept for the backward pass. With `P_ij = exp(s_ij − lse_i)` (the softmax
+//! rows, self excluded), `G = P − onehot(p)` and `p` an involution (`p(p(i)) = i`):
 //!
 //! ```text
-//! ∂L/∂ẑ = (G + Gᵀ) ẑ · g / (M τ),   G + Gᵀ = P + Pᵀ − 2 · onehot(p)
+//! ∂L/∂ẑ = (G + Gᵀ) ẑ · g / (M τ),   (G + Gᵀ)_ij = exp(s_ij − lse_i) + exp(s_ij − lse_j) − 2 δ_{j,p(i)}
 //! ```
 //!
-//! `P + Pᵀ` is formed in place in the same buffer (tile pairs in parallel), then one GEMM.
-//! The work is split by shape only and every sum runs in a fixed order, so the results do
-//! not depend on the number of threads.
+//! using `s_ji = s_ij`: the buffer becomes `G + Gᵀ` in place, row by row with no transpose,
+//! then one GEMM. Peak extra memory is the one `M × M` buffer. The work is split by shape
+//! only and every sum runs in a fixed order, so the results do not depend on the number of
+//! threads.
 
 use std::sync::Mutex;
 
@@ -53,7 +53,7 @@ pub(crate) fn nt_xent_fused(z: &Tensor, n: usize, temperature: f64) -> Result<Te
 struct NtXentFused {
     n: usize,
     temperature: f64,
-    /// The forward's exponentials and row factors, taken by the first backward pass.
+    /// The forward's similarities and log-sum-exps, taken by the first backward pass.
     saved: Mutex<Option<Saved>>,
 }
 
@@ -63,16 +63,16 @@ enum Saved {
     F64(Rows<f64>),
 }
 
-/// `e` `(M, M)` row-major, `e_ij = exp(s_ij − max_i)` with `e_ii = 0`; `r_i = 1 / Σ_j e_ij`.
+/// `s` `(M, M)` row-major, the similarities with `s_ii = −∞`; `lse_i = log Σ_{j ≠ i} exp(s_ij)`.
 struct Rows<T> {
-    e: Vec<T>,
-    r: Vec<T>,
+    s: Vec<T>,
+    lse: Vec<T>,
 }
 
 /// The float types the kernel runs on (f32 and f64, which `gemm` has kernels for).
 trait Elem: candle_core::WithDType {
-    /// `row[j] = exp(row[j] − shift)` for `row[j] ≤ shift`.
-    fn exp_shifted(row: &mut [Self], shift: Self);
+    /// `exp(x)` for `x` ≤ about 0 (the largest similarity minus a log-sum-exp).
+    fn exp(x: Self) -> Self;
     /// Wraps the kept buffers.
     fn save(rows: Rows<Self>) -> Saved;
     /// Unwraps the kept buffers if they are of this type.
@@ -80,10 +80,9 @@ trait Elem: candle_core::WithDType {
 }
 
 impl Elem for f32 {
-    fn exp_shifted(row: &mut [f32], shift: f32) {
-        for x in row.iter_mut() {
-            *x = exp_f32(*x - shift);
-        }
+    #[inline(always)]
+    fn exp(x: f32) -> f32 {
+        exp_f32(x)
     }
     fn save(rows: Rows<f32>) -> Saved {
         Saved::F32(rows)
@@ -97,10 +96,9 @@ impl Elem for f32 {
 }
 
 impl Elem for f64 {
-    fn exp_shifted(row: &mut [f64], shift: f64) {
-        for x in row.iter_mut() {
-            *x = (*x - shift).exp();
-        }
+    #[inline(always)]
+    fn exp(x: f64) -> f64 {
+        x.exp()
     }
     fn save(rows: Rows<f64>) -> Saved {
         Saved::F64(rows)
@@ -133,7 +131,7 @@ fn exp_f32(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
     let scale = f32::from_bits(((k as i32 + 127) << 23) as u32);
     e * scale
@@ -164,17 +162,21 @@ fn row_max<T: Elem>(row: &[T]) -> T {
     best
 }
 
-/// `Σ row` in f64, in a fixed order.
-fn row_sum<T: Elem>(row: &[T]) -> f64 {
+/// `Σ_j exp(row[j] − shift)` in f64, in a fixed order.
+fn row_exp_sum<T: Elem>(row: &[T], shift: T) -> f64 {
     let mut acc = [0f64; LANES];
     let chunks = row.chunks_exact(LANES);
     let tail = chunks.remainder();
     for c in chunks {
         for (a, &x) in acc.iter_mut().zip(c) {
-            *a += x.to_f64();
+            *a += T::exp(x - shift).to_f64();
         }
     }
-    acc.iter().sum::<f64>() + tail.iter().map(|x| x.to_f64()).sum::<f64>()
+    acc.iter().sum::<f64>()
+        + tail
+            .iter()
+            .map(|&x| T::exp(x - shift).to_f64())
+            .sum::<f64>()
 }
 
 /// The positive of row `i`: the other view of the same image.
@@ -237,13 +239,13 @@ unsafe fn matmul<T: Elem>(
 
 /// The forward pass on `z` `(m, d)` row-major: the mean loss and the kept rows.
 fn forward<T: Elem>(z: &[T], m: usize, d: usize, n: usize, temperature: f64) -> (f64, Rows<T>) {
-    let mut e = vec![T::from_f64(0.0); m * m];
+    let mut s = vec![T::from_f64(0.0); m * m];
     if d > 0 {
-        // SAFETY: `e` is m × m, `z` is m × d; zᵀ (d × m) is z read with strides (1, d).
+        // SAFETY: `s` is m × m, `z` is m × d; zᵀ (d × m) is z read with strides (1, d).
         unsafe {
             matmul(
                 (m, m, d),
-                &mut e,
+                &mut s,
                 z,
                 z,
                 (1, d),
@@ -251,84 +253,50 @@ fn forward<T: Elem>(z: &[T], m: usize, d: usize, n: usize, temperature: f64) -> 
             )
         };
     }
-    let per_row: Vec<(f64, T)> = e
+    let per_row: Vec<(f64, T)> = s
         .par_chunks_mut(m)
         .enumerate()
         .map(|(i, row)| {
             let positive = row[partner(i, n)].to_f64();
-            // Self-similarity excluded: −∞ never wins the maximum and its exponential is 0.
+            // Self-similarity excluded: −∞ never wins the maximum and adds nothing to the sum.
             row[i] = T::from_f64(f64::NEG_INFINITY);
             let max = row_max(row);
-            T::exp_shifted(row, max);
-            row[i] = T::from_f64(0.0);
-            let sum = row_sum(row);
-            let lse = max.to_f64() + sum.ln();
-            (lse - positive, T::from_f64(1.0 / sum))
+            let lse = max.to_f64() + row_exp_sum(row, max).ln();
+            (lse - positive, T::from_f64(lse))
         })
         .collect();
     let total: f64 = per_row.iter().map(|&(l, _)| l).sum();
-    let r = per_row.into_iter().map(|(_, r)| r).collect();
-    (total / m as f64, Rows { e, r })
-}
-
-/// A pointer the tile tasks share; each task writes tiles no other task touches.
-#[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
-// SAFETY: used only by `symmetrise`, whose tasks write disjoint elements.
-unsafe impl<T: Send> Send for SharedMut<T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Sync for SharedMut<T> {}
-
-/// Tile side of the in-place symmetrisation.
-const TILE: usize = 64;
-
-/// Turns `e` `(m, m)` into `H = P + Pᵀ − 2 · onehot(p)` in place, `P_ij = e_ij · r_i`.
-fn symmetrise<T: Elem>(rows: &mut Rows<T>, m: usize, n: usize) {
-    let Rows { e, r } = rows;
-    let r = &r[..];
-    let tiles = m.div_ceil(TILE);
-    let base = SharedMut(e.as_mut_ptr());
-    (0..tiles).into_par_iter().for_each(move |bi| {
-        let ptr = base;
-        let i_range = bi * TILE..((bi + 1) * TILE).min(m);
-        for bj in bi..tiles {
-            let j_range = bj * TILE..((bj + 1) * TILE).min(m);
-            for i in i_range.clone() {
-                let j_start = if bi == bj { i } else { j_range.start };
-                for j in j_start..j_range.end {
-                    // SAFETY: i, j < m; task `bi` alone touches the tiles (bi, bj) and
-                    // (bj, bi) for bj ≥ bi, and these pairs are disjoint across tasks.
-                    unsafe {
-                        let a = ptr.0.add(i * m + j);
-                        let b = ptr.0.add(j * m + i);
-                        let h = *a * r[i] + *b * r[j];
-                        *a = h;
-                        *b = h;
-                    }
-                }
-            }
-        }
-    });
-    let two = T::from_f64(2.0);
-    for (i, row) in e.chunks_exact_mut(m).enumerate() {
-        row[partner(i, n)] -= two;
-    }
+    let lse = per_row.into_iter().map(|(_, l)| l).collect();
+    (total / m as f64, Rows { s, lse })
 }
 
 /// The backward pass: `∂L/∂ẑ` `(m, d)` for the upstream gradient `grad`.
+///
+/// `S` is symmetric, so `P_ji = exp(s_ij − lse_j)` and row `i` of `P + Pᵀ` is
+/// `exp(s_ij − lse_i) + exp(s_ij − lse_j)`: formed in place row by row, no transpose.
 fn backward<T: Elem>(
-    mut rows: Rows<T>,
+    rows: Rows<T>,
     z: &[T],
     (m, d, n): (usize, usize, usize),
     temperature: f64,
     grad: f64,
 ) -> Vec<T> {
-    symmetrise(&mut rows, m, n);
+    let Rows { mut s, lse } = rows;
+    let two = T::from_f64(2.0);
+    s.par_chunks_mut(m).enumerate().for_each(|(i, row)| {
+        let lse_i = lse[i];
+        for (x, &lse_j) in row.iter_mut().zip(&lse) {
+            let v = *x;
+            *x = T::exp(v - lse_i) + T::exp(v - lse_j);
+        }
+        row[i] = T::from_f64(0.0);
+        row[partner(i, n)] -= two;
+    });
     let mut dz = vec![T::from_f64(0.0); m * d];
     if d > 0 {
         let scale = T::from_f64(grad / (m as f64 * temperature));
-        // SAFETY: `dz` is m × d, `rows.e` is m × m, `z` is m × d row-major (strides (d, 1)).
-        unsafe { matmul((m, d, m), &mut dz, &rows.e, z, (d, 1), scale) };
+        // SAFETY: `dz` is m × d, `s` is m × m, `z` is m × d row-major (strides (d, 1)).
+        unsafe { matmul((m, d, m), &mut dz, &s, z, (d, 1), scale) };
     }
     dz
 }
