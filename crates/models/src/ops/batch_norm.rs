@@ -329,6 +329,48 @@ fn bn_fwd<T: WithDType>(
     out
 }
 
+/// `b` mutable chunks of `len` elements of `v`, or `b` times `None` without `v`.
+fn image_chunks<T: WithDType>(
+    v: &mut Option<Vec<T>>,
+    b: usize,
+    len: usize,
+) -> Vec<Option<&mut [T]>> {
+    match v {
+        Some(v) => v.chunks_mut(len).map(Some).collect(),
+        None => (0..b).map(|_| None).collect(),
+    }
+}
+
+/// `(Σ dy', Σ dy' · (x - mean))` over one channel of one image, in eight independent lanes,
+/// where `dy'` is `dy` through the ReLU mask.
+fn grad_sums<T: WithDType>(dy: &[T], y: &[T], x: &[T], mean: T, relu: bool) -> (f64, f64) {
+    let zero = T::from_f64(0.0);
+    let (mut a1, mut a2) = ([zero; 8], [zero; 8]);
+    let n = dy.len() / 8 * 8;
+    for ((d8, y8), x8) in dy[..n]
+        .chunks_exact(8)
+        .zip(y[..n].chunks_exact(8))
+        .zip(x[..n].chunks_exact(8))
+    {
+        for l in 0..8 {
+            let d = masked(relu, d8[l], y8[l]);
+            a1[l] += d;
+            a2[l] += d * (x8[l] - mean);
+        }
+    }
+    let (mut s1, mut s2) = (0f64, 0f64);
+    for l in 0..8 {
+        s1 += a1[l].to_f64();
+        s2 += a2[l].to_f64();
+    }
+    for ((&d, &yv), &xv) in dy[n..].iter().zip(&y[n..]).zip(&x[n..]) {
+        let d = masked(relu, d, yv);
+        s1 += d.to_f64();
+        s2 += (d * (xv - mean)).to_f64();
+    }
+    (s1, s2)
+}
+
 /// `dy` with the ReLU mask applied (`y > 0`), or `dy` itself.
 #[inline]
 fn masked<T: WithDType>(relu: bool, dy: T, y: T) -> T {
@@ -379,19 +421,9 @@ impl BnOp {
                 let (mut s1, mut s2) = (0f64, 0f64);
                 for bi in 0..b {
                     let o = (bi * c + ci) * s;
-                    let (mut a1, mut a2) = ([zero; 8], [zero; 8]);
-                    for (i, ((&d, &yv), &xv)) in dy[o..o + s]
-                        .iter()
-                        .zip(&y[o..o + s])
-                        .zip(&x[o..o + s])
-                        .enumerate()
-                    {
-                        let d = masked(relu, d, yv);
-                        a1[i % 8] += d;
-                        a2[i % 8] += d * (xv - mean);
-                    }
-                    s1 += a1.iter().map(|v| v.to_f64()).sum::<f64>();
-                    s2 += a2.iter().map(|v| v.to_f64()).sum::<f64>();
+                    let (a, q) = grad_sums(&dy[o..o + s], &y[o..o + s], &x[o..o + s], mean, relu);
+                    s1 += a;
+                    s2 += q;
                 }
                 (s1, s2)
             })
@@ -420,34 +452,38 @@ impl BnOp {
                 }
             })
             .collect();
-        let dx = need.0.then(|| {
-            let mut dx = vec![zero; x.len()];
-            if !dx.is_empty() {
-                dx.par_chunks_mut(c * s).enumerate().for_each(|(bi, o)| {
+        // dx and the residual's gradient (dy' itself) in one pass over dy and y.
+        let mut dx = need.0.then(|| vec![zero; x.len()]);
+        let mut dr = need.2.then(|| vec![zero; x.len()]);
+        if !x.is_empty() && (need.0 || need.2) {
+            let (dxs, drs) = (
+                image_chunks(&mut dx, b, c * s),
+                image_chunks(&mut dr, b, c * s),
+            );
+            dxs.into_par_iter()
+                .zip(drs)
+                .enumerate()
+                .for_each(|(bi, (mut dxo, mut dro))| {
                     let base = bi * c * s;
                     for (ci, &(al, be, g0)) in coef.iter().enumerate() {
                         let r = base + ci * s..base + (ci + 1) * s;
-                        let os = &mut o[ci * s..(ci + 1) * s];
-                        for (((ov, &d), &yv), &xv) in os
-                            .iter_mut()
-                            .zip(&dy[r.clone()])
-                            .zip(&y[r.clone()])
-                            .zip(&x[r.clone()])
-                        {
-                            *ov = al * masked(relu, d, yv) + be * xv + g0;
+                        let (dyc, yc, xc) = (&dy[r.clone()], &y[r.clone()], &x[r]);
+                        let l = ci * s..(ci + 1) * s;
+                        if let Some(o) = dxo.as_deref_mut() {
+                            for (((ov, &d), &yv), &xv) in
+                                o[l.clone()].iter_mut().zip(dyc).zip(yc).zip(xc)
+                            {
+                                *ov = al * masked(relu, d, yv) + be * xv + g0;
+                            }
+                        }
+                        if let Some(o) = dro.as_deref_mut() {
+                            for ((ov, &d), &yv) in o[l].iter_mut().zip(dyc).zip(yc) {
+                                *ov = masked(relu, d, yv);
+                            }
                         }
                     }
                 });
-            }
-            dx
-        });
-        let dr = need.2.then(|| {
-            let mut dr = vec![zero; x.len()];
-            dr.par_iter_mut()
-                .zip(dy.par_iter().zip(y.par_iter()))
-                .for_each(|(o, (&d, &yv))| *o = masked(relu, d, yv));
-            dr
-        });
+        }
         Ok((dx, dgb, dr))
     }
 
