@@ -75,6 +75,13 @@ pub(crate) fn im2col<T: WithDType>(g: &ConvGeom, x: &[T], col: &mut [T], ld: usi
                 let dst = &mut col[row * ld + col0..row * ld + col0 + p];
                 dst[..oy_lo * g.out_w].fill(zero);
                 dst[oy_hi * g.out_w..].fill(zero);
+                if oy_hi <= oy_lo {
+                    continue;
+                }
+                if g.stride == 1 && g.out_w == g.w {
+                    shifted_rows(g, xc, dst, (oy_lo, oy_hi), (ox_lo, ox_hi), ki, kj);
+                    continue;
+                }
                 for oy in oy_lo..oy_hi {
                     let iy = oy * g.stride + ki - g.padding;
                     let d = &mut dst[oy * g.out_w..(oy + 1) * g.out_w];
@@ -93,6 +100,49 @@ pub(crate) fn im2col<T: WithDType>(g: &ConvGeom, x: &[T], col: &mut [T], ld: usi
                     }
                 }
             }
+        }
+    }
+}
+
+/// Rows `oy_lo..oy_hi` of one patch-matrix row when the stride is 1 and the output is as wide as
+/// the input: they are one contiguous run of the channel `xc`, shifted by
+/// `(ki - padding)·w + kj - padding`, so they are copied in one block and the columns outside
+/// `ox_lo..ox_hi` (which the block fills with neighbouring pixels) are zeroed afterwards.
+fn shifted_rows<T: WithDType>(
+    g: &ConvGeom,
+    xc: &[T],
+    dst: &mut [T],
+    (oy_lo, oy_hi): (usize, usize),
+    (ox_lo, ox_hi): (usize, usize),
+    ki: usize,
+    kj: usize,
+) {
+    let zero = T::from_f64(0.0);
+    let w = g.w;
+    let block = &mut dst[oy_lo * w..oy_hi * w];
+    // block[j] = xc[start + j], start = (oy_lo + ki - padding)·w + kj - padding (may be < 0).
+    let start = ((oy_lo + ki - g.padding) * w + kj) as isize - g.padding as isize;
+    let len = block.len() as isize;
+    let j0 = (-start).clamp(0, len) as usize;
+    let j1 = (xc.len() as isize - start).clamp(j0 as isize, len) as usize;
+    block[..j0].fill(zero);
+    if j1 > j0 {
+        // start + j0 ≥ 0 here: j0 < len means j0 = max(0, -start).
+        let s0 = (start + j0 as isize) as usize;
+        block[j0..j1].copy_from_slice(&xc[s0..s0 + (j1 - j0)]);
+    }
+    block[j1..].fill(zero);
+    if ox_lo > 0 || ox_hi < w {
+        // Usually one pixel on each side: a store, not a `memset` call per row.
+        let zero_run = |run: &mut [T]| match run.len() {
+            0 => {}
+            1 => run[0] = zero,
+            _ => run.fill(zero),
+        };
+        for r in block.chunks_exact_mut(w) {
+            let (head, rest) = r.split_at_mut(ox_lo);
+            zero_run(head);
+            zero_run(&mut rest[ox_hi.max(ox_lo) - ox_lo..]);
         }
     }
 }
