@@ -115,7 +115,7 @@ impl Optimizer {
     ///
     /// The gradients are detached first, so that no optimizer state keeps the step's graph (and
     /// its activations) alive. SGD and LARS on CPU `f32`/`f64` update the momentum buffer and the
-    /// weights in place, in one fused pass each ([`SgdMomentum`], [`SgdApply`]); other devices
+    /// weights in place, in one fused pass each (`SgdMomentum`, `SgdApply`); other devices
     /// and dtypes use the same formula in tensor ops.
     pub fn step(&mut self, grads: &GradStore, lr: f64, grad_scale: f64) -> Result<()> {
         self.steps += 1;
