@@ -238,3 +238,66 @@ fn batch_larger_than_dataset_and_nonfinite_loss_fail_clearly() -> Result<()> {
     assert!(e.to_string().contains("at step"), "{e}");
     Ok(())
 }
+
+#[test]
+fn gradient_norm_is_logged_and_clipping_bounds_the_update() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let no = AtomicBool::new(false);
+    let train = |name: &str, clip: f64| -> Result<(Vec<serde_json::Value>, candle_core::Tensor)> {
+        let mut cfg = common::tiny(&dir.path().join(name));
+        cfg.teacher.optim.epochs = 1;
+        cfg.teacher.optim.momentum = 0.0;
+        cfg.teacher.optim.weight_decay = 0.0;
+        cfg.teacher.optim.grad_clip = clip;
+        trainer::run::run_teacher(&cfg, false, &no)?;
+        let ck = trainer::checkpoint::Checkpoint::load(
+            &dir.path().join(name).join("last.safetensors"),
+            &candle_core::Device::Cpu,
+        )?;
+        let m = common::metrics_without_timing(&dir.path().join(name).join("metrics.jsonl"));
+        Ok((m, ck.tensors["conv1.weight"].clone()))
+    };
+    let (free, w_free) = train("free", 0.0)?;
+    let (clipped, w_clipped) = train("clipped", 1e-3)?;
+    let norms: Vec<f64> = free
+        .iter()
+        .filter(|r| r["kind"] == "step")
+        .filter_map(|r| r["grad_norm"].as_f64())
+        .collect();
+    assert!(
+        !norms.is_empty() && norms.iter().all(|n| n.is_finite() && *n > 1e-3),
+        "{norms:?}"
+    );
+    // Same init: with momentum and decay off, a clipped step moves every weight by at most lr · clip.
+    let init = {
+        let varmap = candle_nn::VarMap::new();
+        let vb = models::init::seeded_var_builder(
+            &varmap,
+            0,
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        );
+        let cfg = models::ResNetConfig::resnet8(10).with_stem(models::Stem::Cifar);
+        models::ResNet::new(&cfg, vb)?;
+        let data = varmap.data().lock().unwrap();
+        data["conv1.weight"].as_tensor().clone()
+    };
+    let moved = |w: &candle_core::Tensor| -> Result<f64> {
+        Ok((w - &init)?.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()? as f64)
+    };
+    let steps = clipped
+        .iter()
+        .filter(|r| r["kind"] == "step")
+        .count()
+        .max(1) as f64;
+    let (d_free, d_clip) = (moved(&w_free)?, moved(&w_clipped)?);
+    assert!(
+        d_clip <= 0.05 * 1e-3 * 5.0 * 1.0001 + 1e-7,
+        "clipped run moved conv1 by {d_clip} over ~{steps} logged steps"
+    );
+    assert!(
+        d_free > 10.0 * d_clip,
+        "unclipped {d_free} vs clipped {d_clip}"
+    );
+    Ok(())
+}
