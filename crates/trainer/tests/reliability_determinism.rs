@@ -25,18 +25,6 @@ fn run(config: &Path, out: &Path, threads: &str) -> Result<()> {
     Ok(())
 }
 
-fn tensors(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-    let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)?;
-    let mut v: Vec<(String, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, t)| (n, t.data().to_vec()))
-        .collect();
-    v.sort();
-    Ok(v)
-}
-
 #[test]
 fn one_and_two_threads_give_bit_identical_runs() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -59,7 +47,8 @@ fn one_and_two_threads_give_bit_identical_runs() -> Result<()> {
         ensure!(a == b, "{phase}: 1 and 2 threads differ\n{a:?}\n{b:?}");
         for f in ["best.safetensors", "last.safetensors"] {
             ensure!(
-                tensors(&one.join(phase).join(f))? == tensors(&two.join(phase).join(f))?,
+                common::tensor_bytes(&one.join(phase).join(f))?
+                    == common::tensor_bytes(&two.join(phase).join(f))?,
                 "{phase}/{f}: 1 and 2 threads give different tensors"
             );
         }

@@ -59,19 +59,6 @@ fn run_to_end(args: &[&str], config: &Path, out: &Path, log: &Path) -> Result<()
     Ok(())
 }
 
-/// The tensors of a safetensors file, by name, as raw bytes.
-fn tensor_bytes(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-    let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)?;
-    let mut out: Vec<(String, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.data().to_vec()))
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
 /// Same metrics (without timing) and same best-checkpoint tensors in `dir` as in `reference`.
 fn assert_same_run(reference: &Path, dir: &Path, phases: &[&str]) -> Result<()> {
     for phase in phases {
@@ -84,8 +71,8 @@ fn assert_same_run(reference: &Path, dir: &Path, phases: &[&str]) -> Result<()> 
             "{phase}: the resumed run's metrics differ from the uninterrupted run's\n{ma:?}\n{mb:?}"
         );
         let (ta, tb) = (
-            tensor_bytes(&a.join("best.safetensors"))?,
-            tensor_bytes(&b.join("best.safetensors"))?,
+            common::tensor_bytes(&a.join("best.safetensors"))?,
+            common::tensor_bytes(&b.join("best.safetensors"))?,
         );
         ensure!(
             ta.len() == tb.len(),

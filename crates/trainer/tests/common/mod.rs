@@ -43,3 +43,16 @@ pub fn metrics_without_timing(path: &Path) -> Vec<Value> {
         })
         .collect()
 }
+
+/// The tensors of a safetensors file, by name (sorted), as raw bytes: for bit-exact comparisons.
+pub fn tensor_bytes(path: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)?;
+    let mut out: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.data().to_vec()))
+        .collect();
+    out.sort();
+    Ok(out)
+}
