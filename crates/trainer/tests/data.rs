@@ -1,5 +1,7 @@
 //! Data readers on real files: the bundled sample, mixed ImageFolders, CIFAR binaries, tarballs, bad input.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -319,23 +321,12 @@ fn cifar_bad_inputs_name_the_file() -> Result<()> {
     Ok(())
 }
 
-fn tar_gz(path: &Path, split: &str, root: &Path) -> Result<()> {
-    let file = std::fs::File::create(path)?;
-    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
-        file,
-        flate2::Compression::fast(),
-    ));
-    builder.append_dir_all(split, root.join(split))?;
-    builder.into_inner()?.finish()?.flush()?;
-    Ok(())
-}
-
 #[test]
 fn cifar10_tarballs_equal_the_folders() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let root: PathBuf = bundled_sample_dir();
-    tar_gz(&dir.path().join("train.tar.gz"), "train", &root)?;
-    tar_gz(&dir.path().join("test.tar.gz"), "test", &root)?;
+    common::tar_gz(&dir.path().join("train.tar.gz"), "train", &root)?;
+    common::tar_gz(&dir.path().join("test.tar.gz"), "test", &root)?;
     let from_tar = load_cifar10_tarballs(dir.path(), 32, 32)?;
     assert_eq!(from_tar, sample()?);
     let e = load_cifar10_tarballs(dir.path().join("none"), 32, 32)

@@ -34,7 +34,7 @@ use trainer::data::Split;
 use trainer::eval::{self, EvalReport};
 use trainer::metrics::MetricsLog;
 use trainer::net::Net;
-use trainer::optim::trainable_params;
+use trainer::optim::{trainable_params, Optimizer};
 use trainer::schedule::learning_rate;
 use trainer::train::{Ctx, MEAN, STD};
 use trainer::Config;
@@ -88,6 +88,11 @@ struct StudyConfig {
     seeds: Vec<u64>,
     /// α of the SimCLR + KD students besides 0 (SimCLR only) and 1 (KD only).
     alphas: Vec<f64>,
+    /// Training images per class for the teacher (the first N of each class). The students, and every
+    /// kNN bank and linear probe, use the first `trainer.data.train_per_class` of those (the transfer
+    /// set). Default: the students' number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    teacher_train_per_class: Option<usize>,
     /// Trainer options: data subset, teacher, student, eval.
     trainer: Config,
 }
@@ -157,62 +162,8 @@ fn quick_eval(ctx: &Ctx, net: &Net) -> Result<(f64, f64)> {
     Ok((acc, knn))
 }
 
-/// SGD with momentum and decoupled-from-BN weight decay, as `trainer::optim::Optimizer` computes it,
-/// but on detached tensors.
-///
-/// `trainer::optim::Optimizer` (SGD/LARS path) builds its momentum buffer from `w * weight_decay`
-/// with `w` a `Var`, so every buffer keeps the autograd graph of the previous one: one copy of the
-/// parameters (and gradients) is retained per step. For resnet8 that is ~1 MB a step and unnoticed;
-/// for ResNet-18 it is ~200 MB a step, and the first study run was killed by the OOM killer at 20 GB
-/// during the teacher's second epoch. This copy detaches everything (the fix for `optim.rs` is the
-/// same `.detach()`; reported to its owner).
-struct Sgd {
-    params: Vec<trainer::optim::Param>,
-    bufs: Vec<Option<Tensor>>,
-    momentum: f64,
-    weight_decay: f64,
-    steps: usize,
-}
-
-impl Sgd {
-    fn new(net: &Net, cfg: &trainer::config::OptimConfig) -> Result<Self> {
-        if cfg.optimizer != trainer::config::OptimizerKind::Sgd || cfg.nesterov {
-            bail!("the study trains with plain SGD (optimizer = \"sgd\", nesterov = false)");
-        }
-        let params = trainable_params(&net.varmap, &[""]);
-        Ok(Self {
-            bufs: vec![None; params.len()],
-            params,
-            momentum: cfg.momentum,
-            weight_decay: cfg.weight_decay,
-            steps: 0,
-        })
-    }
-
-    fn step(&mut self, grads: &candle_core::backprop::GradStore, lr: f64) -> Result<()> {
-        self.steps += 1;
-        for (p, buf) in self.params.iter().zip(self.bufs.iter_mut()) {
-            let Some(g) = grads.get(p.var.as_tensor()) else {
-                continue;
-            };
-            let w = p.var.as_tensor().detach();
-            let mut g = g.detach();
-            if p.decay && self.weight_decay > 0.0 {
-                g = (g + (&w * self.weight_decay)?)?;
-            }
-            let b = match buf.take() {
-                Some(b) if self.momentum > 0.0 => ((b * self.momentum)? + &g)?,
-                _ => g,
-            };
-            p.var.set(&(&w - (&b * lr)?)?)?;
-            *buf = Some(b);
-        }
-        Ok(())
-    }
-}
-
 /// The teacher: supervised cross-entropy on one view (random resized crop 0.6–1, flip), as
-/// `trainer teacher` trains it, with [`Sgd`]. Returns the network, epoch records and seconds.
+/// `trainer teacher` trains it, with the trainer's [`Optimizer`]. Returns the network, epoch records and seconds.
 fn train_teacher(ctx: &Ctx, dir: &Path) -> Result<(Net, Vec<Value>, f64)> {
     let cfg = ctx.cfg;
     let t = &cfg.teacher;
@@ -227,7 +178,7 @@ fn train_teacher(ctx: &Ctx, dir: &Path) -> Result<(Net, Vec<Value>, f64)> {
         cfg.seed,
         &ctx.device,
     )?;
-    let mut sgd = Sgd::new(&net, &t.optim)?;
+    let mut sgd = Optimizer::new(trainable_params(&net.varmap, &[""]), &t.optim);
     let pipeline = augment::Pipeline::new(
         augment::Compose::new()
             .then(augment::RandomResizedCrop::new((size, size))?.with_scale(0.6, 1.0)?)
@@ -274,8 +225,8 @@ fn train_teacher(ctx: &Ctx, dir: &Path) -> Result<(Net, Vec<Value>, f64)> {
             }
             sum += l;
             let grads = loss.backward()?;
-            let lr = learning_rate(&t.optim, sgd.steps, steps_per_epoch);
-            sgd.step(&grads, lr)?;
+            let lr = learning_rate(&t.optim, sgd.steps(), steps_per_epoch);
+            sgd.step(&grads, lr, 1.0)?;
             if (b + 1) % 10 == 0 {
                 println!(
                     "  teacher epoch {} batch {}/{}: loss {l:.4} ({:.1} img/s)",
@@ -288,7 +239,7 @@ fn train_teacher(ctx: &Ctx, dir: &Path) -> Result<(Net, Vec<Value>, f64)> {
         }
         let secs = e0.elapsed().as_secs_f64();
         seconds += secs;
-        let rec = json!({"kind": "epoch", "phase": "teacher", "epoch": epoch, "step": sgd.steps,
+        let rec = json!({"kind": "epoch", "phase": "teacher", "epoch": epoch, "step": sgd.steps(),
             "seconds": secs, "images_per_s": (steps_per_epoch * bs) as f64 / secs.max(1e-9),
             "cross_entropy": sum / steps_per_epoch.max(1) as f64});
         log.write(&rec)?;
@@ -320,7 +271,7 @@ fn train_student(
         seed.wrapping_add(1),
         &ctx.device,
     )?;
-    let mut optim = Sgd::new(&net, &s.optim)?;
+    let mut optim = Optimizer::new(trainable_params(&net.varmap, &[""]), &s.optim);
     let alpha = match method {
         Method::Distill(a) => a,
         Method::Supervised => 0.0,
@@ -353,6 +304,7 @@ fn train_student(
     let mut train_seconds = 0.0;
     let mut images_done = 0usize;
     let mut epochs = Vec::new();
+    let mut final_eval = None;
     // The same batch order and views for every method of a seed.
     let order_seed = seed ^ 0x57D;
     for epoch in 0..s.optim.epochs {
@@ -411,7 +363,7 @@ fn train_student(
                     }
                 }
             };
-            let step = optim.steps;
+            let step = optim.steps();
             let values: Vec<(&'static str, f64)> = parts
                 .iter()
                 .map(|(k, t)| Ok((*k, scalar(t)?)))
@@ -424,7 +376,7 @@ fn train_student(
             }
             let grads = parts[0].1.backward()?;
             let lr = learning_rate(&s.optim, step, steps_per_epoch);
-            optim.step(&grads, lr)?;
+            optim.step(&grads, lr, 1.0)?;
             images_done += n;
             if sums.is_empty() {
                 sums = values.iter().map(|(k, _)| (*k, 0.0)).collect();
@@ -436,13 +388,21 @@ fn train_student(
         let secs = e0.elapsed().as_secs_f64();
         train_seconds += secs;
         let mut rec = json!({"kind": "epoch", "phase": "student", "method": method.key(), "seed": seed,
-            "epoch": epoch, "step": optim.steps, "seconds": secs,
+            "epoch": epoch, "step": optim.steps(), "seconds": secs,
             "images_per_s": (steps_per_epoch * bs) as f64 / secs.max(1e-9)});
         for (k, v) in &sums {
             rec[*k] = json!(v / steps_per_epoch.max(1) as f64);
         }
         let every = cfg.eval.every;
-        if (every > 0 && (epoch + 1) % every == 0) || epoch + 1 == s.optim.epochs {
+        if epoch + 1 == s.optim.epochs {
+            // The last epoch's figures are the final evaluation's (one feature extraction, not two).
+            let e = trainer::train::evaluate(ctx, &net, method.has_classifier(), true)?;
+            rec["knn_accuracy"] = json!(e.knn_accuracy);
+            if let Some(acc) = e.classifier_accuracy {
+                rec["test_accuracy"] = json!(acc);
+            }
+            final_eval = Some(e);
+        } else if every > 0 && (epoch + 1) % every == 0 {
             let (acc, knn) = quick_eval(ctx, &net)?;
             rec["knn_accuracy"] = json!(knn);
             if method.has_classifier() {
@@ -458,7 +418,10 @@ fn train_student(
         );
         epochs.push(rec);
     }
-    let eval = trainer::train::evaluate(ctx, &net, method.has_classifier(), true)?;
+    let eval = match final_eval {
+        Some(e) => e,
+        None => trainer::train::evaluate(ctx, &net, method.has_classifier(), true)?,
+    };
     println!(
         "  {} seed {seed}: {:?} ({:.0} s in all)",
         method.label(),
@@ -622,10 +585,30 @@ fn main() -> Result<()> {
     let wall = Instant::now();
 
     println!("loading {} ...", cfg.data.source);
-    let split: Split = trainer::run::load_data(&cfg)?;
+    // The teacher's training set; the students' transfer set is the first images of each class of it.
+    let student_per_class = cfg.data.train_per_class;
+    let teacher_per_class = study.teacher_train_per_class.unwrap_or(student_per_class);
+    if student_per_class > 0 && (teacher_per_class == 0 || teacher_per_class < student_per_class) {
+        bail!(
+            "teacher_train_per_class ({teacher_per_class}) must be at least trainer.data.train_per_class \
+             ({student_per_class}): the transfer set is a part of the teacher's training set"
+        );
+    }
+    let mut load_cfg = cfg.clone();
+    load_cfg.data.train_per_class = teacher_per_class;
+    let teacher_split: Split = trainer::run::load_data(&load_cfg)?;
+    let split = Split {
+        train: if student_per_class > 0 {
+            teacher_split.train.take_per_class(student_per_class)
+        } else {
+            teacher_split.train.clone()
+        },
+        test: teacher_split.test.clone(),
+    };
     let load_seconds = wall.elapsed().as_secs_f64();
     println!(
-        "data: {} training, {} test images, {} classes ({load_seconds:.0} s)",
+        "data: {} training images for the teacher, {} for the students, {} test images, {} classes ({load_seconds:.0} s)",
+        teacher_split.train.len(),
         split.train.len(),
         split.test.len(),
         split.train.num_classes()
@@ -637,6 +620,13 @@ fn main() -> Result<()> {
         device: device.clone(),
         split: &split,
         train_images: Arc::new(split.train.images.clone()),
+        interrupt: &interrupt,
+    };
+    let teacher_ctx = Ctx {
+        cfg: &cfg,
+        device: device.clone(),
+        split: &teacher_split,
+        train_images: Arc::new(Vec::new()),
         interrupt: &interrupt,
     };
 
@@ -668,7 +658,7 @@ fn main() -> Result<()> {
             "teacher: {} supervised, {} epochs ...",
             cfg.teacher.arch, cfg.teacher.optim.epochs
         );
-        let (net, history, secs) = train_teacher(&ctx, &teacher_dir)?;
+        let (net, history, secs) = train_teacher(&teacher_ctx, &teacher_dir)?;
         (net, secs, history)
     };
     let p = ctx.eval_pipeline()?;
@@ -755,6 +745,7 @@ fn main() -> Result<()> {
                 wall.elapsed().as_secs_f64(),
                 load_seconds,
                 teacher_total,
+                (teacher_split.train.len(), split.train.len()),
             )?;
         }
     }
@@ -839,6 +830,13 @@ fn report_only(results: &Path, merge: &[PathBuf]) -> Result<()> {
         wall,
         f(&j["data_load_seconds"]),
         f(&t["seconds_with_eval_and_targets"]),
+        (
+            j["teacher_train_images"]
+                .as_u64()
+                .or(j["train_images"].as_u64())
+                .unwrap_or_default() as usize,
+            j["train_images"].as_u64().unwrap_or_default() as usize,
+        ),
     )?;
     println!("rewrote the report in {}", results.display());
     Ok(())
@@ -859,6 +857,7 @@ fn write_report(
     wall_seconds: f64,
     load_seconds: f64,
     teacher_total: f64,
+    (teacher_train_images, students_train_images): (usize, usize),
 ) -> Result<()> {
     let pick = |m: Method| -> Vec<&StudentResult> {
         students.iter().filter(|s| s.key == m.key()).collect()
@@ -939,7 +938,8 @@ fn write_report(
         "title": "CIFAR-10 distillation study on a 2-core CPU",
         "config": study,
         "data_dir": data_dir,
-        "train_images": cfg.data.train_per_class * 10,
+        "teacher_train_images": teacher_train_images,
+        "train_images": students_train_images,
         "test_images": teacher_eval.test_images,
         "wall_seconds": wall_seconds,
         "data_load_seconds": load_seconds,

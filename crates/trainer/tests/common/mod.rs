@@ -1,6 +1,7 @@
 //! Helpers shared by the trainer's integration tests: a tiny configuration and metric comparison.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::Path;
 
 use serde_json::Value;
@@ -55,4 +56,17 @@ pub fn tensor_bytes(path: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
         .collect();
     out.sort();
     Ok(out)
+}
+
+/// Writes the `split` folder (`train` or `test`) of the image folder `root` as a gzipped tarball, the
+/// layout of the CIFAR-10 JPEG tarballs.
+pub fn tar_gz(path: &Path, split: &str, root: &Path) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path)?;
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        file,
+        flate2::Compression::fast(),
+    ));
+    builder.append_dir_all(split, root.join(split))?;
+    builder.into_inner()?.finish()?.flush()?;
+    Ok(())
 }
