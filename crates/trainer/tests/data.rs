@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use image::{GrayImage, ImageBuffer, Rgb, RgbImage, Rgba, RgbaImage};
