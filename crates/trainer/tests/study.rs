@@ -175,6 +175,11 @@ fn bad_study_configurations_are_refused() -> Result<()> {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("sedes"), "{e}");
 
+    let out = study(dir, TINY, &["--methods", "alpha_0,alpha_7"])?;
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("no student \"alpha_7\""), "{e}");
+
     let out = study(dir, TINY, &["--seeds", ""])?;
     assert!(!out.status.success());
 

@@ -75,6 +75,10 @@ struct Cli {
     /// supervised and SimCLR-only students would repeat the main run's.
     #[arg(long)]
     skip_baselines: bool,
+    /// Train only these students, by key: `supervised`, `alpha_0` (SimCLR only), `alpha_1` (KD only),
+    /// `alpha_A` for the configuration's other α (e.g. `--methods alpha_0,alpha_1`).
+    #[arg(long, value_delimiter = ',')]
+    methods: Option<Vec<String>>,
     /// Only parse and validate the configuration (a study file, or a plain trainer file), then exit.
     #[arg(long)]
     check: bool,
@@ -630,6 +634,24 @@ fn main() -> Result<()> {
         interrupt: &interrupt,
     };
 
+    // The students to train (checked before the teacher's hour, not after it).
+    let mut methods = vec![
+        Method::Supervised,
+        Method::Distill(0.0),
+        Method::Distill(1.0),
+    ];
+    methods.extend(study.alphas.iter().map(|&a| Method::Distill(a)));
+    if cli.skip_baselines {
+        methods.retain(|m| matches!(m, Method::Distill(a) if *a > 0.0));
+    }
+    if let Some(keys) = &cli.methods {
+        let known: Vec<String> = methods.iter().map(|m| m.key()).collect();
+        if let Some(k) = keys.iter().find(|k| !known.contains(k)) {
+            bail!("--methods: no student {k:?} in this study (its students: {known:?})");
+        }
+        methods.retain(|m| keys.contains(&m.key()));
+    }
+
     // 1. The teacher.
     let teacher_dir = runs.join("teacher");
     let saved = teacher_dir.join("teacher.safetensors");
@@ -710,15 +732,6 @@ fn main() -> Result<()> {
     let teacher_total = t0.elapsed().as_secs_f64();
 
     // 2. The students.
-    let mut methods = vec![
-        Method::Supervised,
-        Method::Distill(0.0),
-        Method::Distill(1.0),
-    ];
-    methods.extend(study.alphas.iter().map(|&a| Method::Distill(a)));
-    if cli.skip_baselines {
-        methods.retain(|m| matches!(m, Method::Distill(a) if *a > 0.0));
-    }
     let mut students = Vec::new();
     for &seed in &study.seeds {
         for &m in &methods {
@@ -813,6 +826,11 @@ fn report_only(results: &Path, merge: &[PathBuf]) -> Result<()> {
         Method::Distill(1.0),
     ];
     methods.extend(study.alphas.iter().map(|&a| Method::Distill(a)));
+    // The students the run trained (`--methods`): as its JSON lists them, or else those with results.
+    match j["methods"].as_array() {
+        Some(keys) => methods.retain(|m| keys.iter().any(|k| k.as_str() == Some(&m.key()))),
+        None => methods.retain(|m| students.iter().any(|s| s.key == m.key())),
+    }
     write_report(
         results,
         &study,
@@ -946,6 +964,7 @@ fn write_report(
         "teacher": {"arch": cfg.teacher.arch, "eval": teacher_eval, "train_accuracy": teacher_train_acc,
                     "train_seconds": teacher_seconds, "seconds_with_eval_and_targets": teacher_total,
                     "epochs": teacher_history},
+        "methods": methods.iter().map(|m| m.key()).collect::<Vec<_>>(),
         "students": students,
         "aggregates": aggregates,
     });
@@ -1009,6 +1028,7 @@ fn write_report(
         "{}\n{table}\n{gains}\n{findings}\n{}",
         HEAD.replace("{TRAIN}", &(cfg.data.train_per_class.to_string()))
             .replace("{T_IMAGES}", &teacher_train_images.to_string())
+            .replace("{WAYS}", &methods.len().to_string())
             .replace("{S_IMAGES}", &students_train_images.to_string())
             .replace("{TEST}", &(cfg.data.test_per_class.to_string()))
             .replace("{T_EPOCHS}", &cfg.teacher.optim.epochs.to_string())
@@ -1060,6 +1080,7 @@ fn findings<'a>(
             100.0 * kd / t_cls
         ));
     }
+    let mut out = out.trim_start().to_string();
     out.push('\n');
     out
 }
@@ -1069,7 +1090,7 @@ const HEAD: &str = "# CIFAR-10 distillation study on a 2-core CPU
 
 Teacher {T_ARCH} (CIFAR stem), supervised, {T_EPOCHS} epoch(s) on {T_IMAGES} training images (the first of
 each class). Student {S_ARCH}, {S_EPOCHS} epochs on the transfer set, the first {TRAIN} of those images per
-class ({S_IMAGES} images), trained five ways with the same epochs, views, initialisation and batch order
+class ({S_IMAGES} images), trained {WAYS} ways with the same epochs, views, initialisation and batch order
 per seed. Every model is evaluated on the first {TEST} test images of each class; the kNN bank and the
 linear probe's training set are the transfer set, for the teacher too. Seeds: {SEEDS}. Wall time: {WALL}
 min. Teacher accuracy on the transfer set: {TRAIN_ACC}%.
@@ -1105,6 +1126,10 @@ study can show is the ordering of the methods. `configs/cifar10_gpu_reproduce.to
 ResNet-18 teacher on RepDistiller's 240-epoch schedule, resnet8x4 students for 240 epochs at batch 512,
 three seeds) and `configs/cifar10_simclr_resnet18_gpu.toml` (SimCLR ResNet-18, 200 epochs, batch 512,
 for the 84.7% reference) are the configurations for that scale.
+
+**Student budget.** `results/student_budget/` (`configs/cifar10_cpu_student_budget.toml`, reusing the
+study's teacher) trains the SimCLR-only, KD-only and α = 0.9 students of seed 0 for 18 epochs instead of 6:
+whether the gap to SimCLR and the distance to the teacher are set by the students' short training.
 
 Files: `cifar10_cpu_study.json` (every figure, every epoch record, the configuration),
 `cifar10_cpu_study_accuracy.svg` (accuracy per method), `cifar10_cpu_study_curves.svg` (loss and test
