@@ -1,9 +1,9 @@
 //! The two wrappers every convolution and every batch norm (+ ReLU) of the ResNets goes
 //! through, and the torch-initialised linear layer.
 //!
-//! They call the fast kernels of [`crate::ops`] (im2col/GEMM convolution, batch norm fused
-//! with the ReLU and with the residual add), which fall back to the stock Candle ops on
-//! other devices and dtypes.
+//! They call the fast kernels of [`crate::ops`] (each convolution and its batch norm, ReLU and
+//! residual add as one op; batch norm fused with the ReLU), which fall back to the stock Candle
+//! ops on other devices and dtypes.
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
@@ -45,9 +45,32 @@ impl Conv2d {
         self.weight.elem_count()
     }
 
-    /// `xs: (N, c_in, H, W)` → `(N, c_out, H', W')`.
-    pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        crate::ops::conv2d(xs, &self.weight, self.padding, self.stride)
+    /// `bn(conv(xs))`, then `+ residual` and the ReLU (when `bn` has one or a residual is
+    /// given, as `relu(bn(h) + residual)` ends a residual block) as one op:
+    /// [`crate::ops::conv2d_bn_train`] in training, [`crate::ops::conv2d_bn_eval`] (the batch
+    /// norm folded into the convolution where nothing needs a gradient) in evaluation.
+    pub(crate) fn forward_bn(
+        &self,
+        xs: &Tensor,
+        bn: &BatchNorm2d,
+        residual: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let relu = bn.relu || residual.is_some();
+        let (p, s) = (self.padding, self.stride);
+        if train {
+            crate::ops::conv2d_bn_train(xs, &self.weight, p, s, &bn.bn, residual, relu)
+        } else {
+            crate::ops::conv2d_bn_eval(xs, &self.weight, p, s, &bn.bn, residual, relu)
+        }
+    }
+
+    /// The same layer on a detached copy of its weight (shares the storage).
+    pub(crate) fn detach(&self) -> Self {
+        Self {
+            weight: self.weight.detach(),
+            ..*self
+        }
     }
 }
 
@@ -98,6 +121,26 @@ impl BatchNorm2d {
         2 * self.num_features
     }
 
+    /// The same layer on detached copies of its weight and bias and the original running
+    /// statistics (all sharing their storage with the original).
+    pub(crate) fn detach(&self) -> Result<Self> {
+        let (w, b) = match self.bn.weight_and_bias() {
+            Some((w, b)) => (w.detach(), b.detach()),
+            None => candle_core::bail!("BatchNorm2d: a batch norm without affine parameters"),
+        };
+        let bn = candle_nn::BatchNorm::new_with_momentum(
+            self.num_features,
+            // The running statistics stay the original variables (shared, never differentiated).
+            self.bn.running_mean().clone(),
+            self.bn.running_var().clone(),
+            w,
+            b,
+            self.bn.eps(),
+            self.bn.momentum(),
+        )?;
+        Ok(Self { bn, ..*self })
+    }
+
     /// `xs: (N, C, H, W)` or `(N, C)`; `train` normalises with the batch statistics and
     /// updates the running ones.
     pub(crate) fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
@@ -106,16 +149,6 @@ impl BatchNorm2d {
         } else {
             crate::ops::batch_norm(xs, &self.bn, train)
         }
-    }
-
-    /// `relu(bn(xs) + residual)`, the end of a residual block, in one fused op.
-    pub(crate) fn forward_add_relu(
-        &self,
-        xs: &Tensor,
-        residual: &Tensor,
-        train: bool,
-    ) -> Result<Tensor> {
-        crate::ops::batch_norm_add_relu(xs, &self.bn, residual, train)
     }
 }
 
@@ -132,6 +165,11 @@ pub(crate) fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Li
     let weight = vb.get_with_hints((out_dim, in_dim), "weight", init)?;
     let bias = vb.get_with_hints(out_dim, "bias", init)?;
     Ok(Linear::new(weight, Some(bias)))
+}
+
+/// A linear layer on detached copies of its weight and bias (they share the storage).
+pub(crate) fn linear_detach(linear: &Linear) -> Linear {
+    Linear::new(linear.weight().detach(), linear.bias().map(Tensor::detach))
 }
 
 /// `xs.apply(linear)`, here so that every linear layer goes through one place.

@@ -5,7 +5,7 @@ use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use crate::config::{BlockKind, ResNetConfig, Stem};
-use crate::layers::{linear, linear_forward, BatchNorm2d, Conv2d};
+use crate::layers::{linear, linear_detach, linear_forward, BatchNorm2d, Conv2d};
 use crate::maxpool::MaxPool2d;
 
 /// Everything one forward pass of a [`ResNet`] computes, for the distillation losses
@@ -99,20 +99,31 @@ impl Block {
             + ds
     }
 
+    fn detach(&self) -> Result<Self> {
+        Ok(Self {
+            convs: self.convs.iter().map(Conv2d::detach).collect(),
+            bns: self
+                .bns
+                .iter()
+                .map(BatchNorm2d::detach)
+                .collect::<Result<_>>()?,
+            downsample: match &self.downsample {
+                Some((c, b)) => Some((c.detach(), b.detach()?)),
+                None => None,
+            },
+        })
+    }
+
     fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        // Each conv + bn (+ residual, + ReLU) is one op.
         let identity = match &self.downsample {
-            Some((conv, bn)) => bn.forward_t(&conv.forward(xs)?, train)?,
+            Some((conv, bn)) => conv.forward_bn(xs, bn, None, train)?,
             None => xs.clone(),
         };
         let last = self.convs.len() - 1;
         let mut ys = xs.clone();
         for (i, (conv, bn)) in self.convs.iter().zip(&self.bns).enumerate() {
-            let h = conv.forward(&ys)?;
-            ys = if i == last {
-                bn.forward_add_relu(&h, &identity, train)?
-            } else {
-                bn.forward_t(&h, train)?
-            };
+            ys = conv.forward_bn(&ys, bn, (i == last).then_some(&identity), train)?;
         }
         Ok(ys)
     }
@@ -226,6 +237,42 @@ impl ResNet {
         })
     }
 
+    /// A frozen copy of the network for inference, as `model.eval()` under `torch.no_grad()`:
+    /// its forward pass records no graph and, in evaluation mode on CPU, folds every batch
+    /// norm into its convolution ([`crate::ops::conv2d_bn_eval`]), e.g. for a distillation
+    /// teacher.
+    ///
+    /// The copy shares the storage of every weight and running statistic with the original, so
+    /// it sees later updates of the original's variables (the weights as detached tensors, the
+    /// batch-norm statistics as the same variables).
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, ModuleT, Tensor};
+    /// let varmap = candle_nn::VarMap::new();
+    /// let vb = models::init::seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu);
+    /// let net = models::ResNet::new(&models::ResNetConfig::resnet8(10), vb)?;
+    /// let frozen = net.detached()?;
+    /// let xs = Tensor::ones((2, 3, 32, 32), DType::F32, &Device::Cpu)?;
+    /// let diff = (frozen.forward_t(&xs, false)? - net.forward_t(&xs, false)?)?
+    ///     .abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    /// assert!(diff < 1e-4);
+    /// # Ok::<(), candle_core::Error>(())
+    /// ```
+    pub fn detached(&self) -> Result<Self> {
+        Ok(Self {
+            conv1: self.conv1.detach(),
+            bn1: self.bn1.detach()?,
+            maxpool: self.maxpool,
+            layers: self
+                .layers
+                .iter()
+                .map(|l| l.iter().map(Block::detach).collect::<Result<_>>())
+                .collect::<Result<_>>()?,
+            fc: self.fc.as_ref().map(linear_detach),
+            ..*self
+        })
+    }
+
     /// Channels of the pooled features (512 for resnet18, 2048 for resnet50).
     pub fn feature_dim(&self) -> usize {
         self.feature_dim
@@ -253,7 +300,7 @@ impl ResNet {
         if dims.len() != 4 || dims[1] != 3 {
             candle_core::bail!("ResNet: input must be (N, 3, H, W), got {dims:?}")
         }
-        let mut ys = self.bn1.forward_t(&self.conv1.forward(xs)?, train)?;
+        let mut ys = self.conv1.forward_bn(xs, &self.bn1, None, train)?;
         if let Some(pool) = &self.maxpool {
             ys = pool.forward(&ys)?;
         }

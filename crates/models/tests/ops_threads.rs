@@ -15,8 +15,10 @@ fn randn(rng: &mut ChaCha8Rng, dims: &[usize]) -> Result<Tensor> {
 }
 
 /// Every output of one conv → batch norm + ReLU → conv → batch norm + residual + ReLU chain,
-/// and the gradients of a weighted sum of it, flattened to `f32` vectors.
+/// and the gradients of a weighted sum of it, flattened to `f32` vectors; `fused`: each conv +
+/// batch norm as one op (`conv2d_bn_train`), plus an evaluation-mode `conv2d_bn_eval`.
 fn chain(
+    fused: bool,
     seed: u64,
     dims: (usize, usize, usize, usize),
     c_out: usize,
@@ -38,14 +40,26 @@ fn chain(
         )?)
     };
     let (bn1, bn2, bn3) = (bn("bn1")?, bn("bn2")?, bn("bn3")?);
-    let h1 = models::ops::conv2d(&xs, &w1, 1, stride)?;
-    let a1 = models::ops::batch_norm_relu(&h1, &bn1, true)?;
-    let h2 = models::ops::conv2d(&a1, &w2, 1, 1)?;
-    let id = models::ops::batch_norm(&models::ops::conv2d(&xs, &wd, 0, stride)?, &bn3, true)?;
-    let ys = models::ops::batch_norm_add_relu(&h2, &bn2, &id, true)?;
+    let ys = if fused {
+        use models::ops::conv2d_bn_train;
+        let a1 = conv2d_bn_train(&xs, &w1, 1, stride, &bn1, None, true)?;
+        let id = conv2d_bn_train(&xs, &wd, 0, stride, &bn3, None, false)?;
+        conv2d_bn_train(&a1, &w2, 1, 1, &bn2, Some(&id), true)?
+    } else {
+        let h1 = models::ops::conv2d(&xs, &w1, 1, stride)?;
+        let a1 = models::ops::batch_norm_relu(&h1, &bn1, true)?;
+        let h2 = models::ops::conv2d(&a1, &w2, 1, 1)?;
+        let id = models::ops::batch_norm(&models::ops::conv2d(&xs, &wd, 0, stride)?, &bn3, true)?;
+        models::ops::batch_norm_add_relu(&h2, &bn2, &id, true)?
+    };
     let up = randn(&mut rng, ys.dims())?;
     let grads = (&ys * &up)?.sum_all()?.backward()?;
     let mut out = vec![ys.flatten_all()?.to_vec1::<f32>()?];
+    if fused {
+        let (xs, w1) = (xs.as_tensor().detach(), w1.as_tensor().detach());
+        let ev = models::ops::conv2d_bn_eval(&xs, &w1, 1, stride, &bn1, None, true)?;
+        out.push(ev.flatten_all()?.to_vec1::<f32>()?);
+    }
     for t in [&xs, &w1, &w2, &wd] {
         match grads.get(t.as_tensor()) {
             Some(g) => out.push(g.flatten_all()?.to_vec1::<f32>()?),
@@ -81,23 +95,25 @@ fn fast_ops_are_bit_identical_on_1_2_and_3_threads() -> Result<()> {
         ));
     }
     for (i, &(dims, c_out, stride)) in cases.iter().enumerate() {
-        let run = |threads: usize| -> Result<Vec<Vec<f32>>> {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()?;
-            pool.install(|| chain(i as u64, dims, c_out, stride))
-        };
-        let one = run(1)?;
-        for threads in [2, 3] {
-            let many = run(threads)?;
-            assert_eq!(one.len(), many.len());
-            for (k, (a, b)) in one.iter().zip(&many).enumerate() {
-                let same =
-                    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-                assert!(
+        for fused in [false, true] {
+            let run = |threads: usize| -> Result<Vec<Vec<f32>>> {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()?;
+                pool.install(|| chain(fused, i as u64, dims, c_out, stride))
+            };
+            let one = run(1)?;
+            for threads in [2, 3] {
+                let many = run(threads)?;
+                assert_eq!(one.len(), many.len());
+                for (k, (a, b)) in one.iter().zip(&many).enumerate() {
+                    let same = a.len() == b.len()
+                        && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(
                     same,
-                    "case {dims:?} c_out {c_out} stride {stride}: output {k} differs between 1 and {threads} threads"
+                    "case {dims:?} c_out {c_out} stride {stride} fused {fused}: output {k} differs between 1 and {threads} threads"
                 );
+                }
             }
         }
     }

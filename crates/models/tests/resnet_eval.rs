@@ -21,34 +21,52 @@ fn build(cfg: &ResNetConfig) -> Result<(VarMap, ResNet)> {
     Ok((varmap, net))
 }
 
-/// Builds `cfg`, fills it with the formula and checks every output against `name.*`.
+/// Builds `cfg`, fills it with the formula and checks every output against `name.*`, on the
+/// variables (unfused conv and batch norm) and on [`ResNet::detached`] (batch norm folded into
+/// the convolutions).
 fn check_forward(name: &str, cfg: &ResNetConfig, xs_shape: &[usize]) -> Result<()> {
-    let fx = load(FIXTURE)?;
     let (varmap, net) = build(cfg)?;
     fill(&varmap)?;
+    check_net(name, cfg, xs_shape, &net)?;
+    check_net(
+        &format!("{name} (detached)"),
+        cfg,
+        xs_shape,
+        &net.detached()?,
+    )
+}
+
+fn check_net(name: &str, cfg: &ResNetConfig, xs_shape: &[usize], net: &ResNet) -> Result<()> {
+    let fx = load(FIXTURE)?;
+    let key_name = name.split(' ').next().unwrap_or(name);
     let xs = formula("input", xs_shape, -2.0, 2.0)?;
     let f = net.forward_features(&xs, false)?;
     assert_close(
         &format!("{name} logits"),
         &f.logits,
-        &get(&fx, &format!("{name}.logits"))?,
+        &get(&fx, &format!("{key_name}.logits"))?,
         1e-4,
     )?;
     assert_close(
         &format!("{name} pooled"),
         &f.pooled,
-        &get(&fx, &format!("{name}.pooled"))?,
+        &get(&fx, &format!("{key_name}.pooled"))?,
         1e-4,
     )?;
     assert_close(
         &format!("{name} stem"),
         &f.stem.mean((2, 3))?,
-        &get(&fx, &format!("{name}.stem"))?,
+        &get(&fx, &format!("{key_name}.stem"))?,
         1e-4,
     )?;
     for (i, fm) in f.feature_maps.iter().enumerate() {
-        let key = format!("{name}.stage{}", i + 1);
-        assert_close(&key, &fm.mean((2, 3))?, &get(&fx, &key)?, 1e-4)?;
+        let key = format!("{key_name}.stage{}", i + 1);
+        assert_close(
+            &format!("{name} stage{}", i + 1),
+            &fm.mean((2, 3))?,
+            &get(&fx, &key)?,
+            1e-4,
+        )?;
     }
     if f.feature_maps.len() != cfg.layers.len() {
         bail!(

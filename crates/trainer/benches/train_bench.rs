@@ -11,8 +11,9 @@
 //! `--child` and the figure's name), so that `peak_rss_mib` (`VmHWM` of `/proc/self/status` at the end
 //! of the child) is the peak memory of that one workload; `start_rss_mib` is the resident set
 //! before the workload was built. Each value is the median of `--runs`
-//! (default 5) timed runs after one untimed warm-up run. `crates/trainer/benches/bench_torch.py`
-//! runs the same workloads in PyTorch.
+//! (default 5) timed runs after one untimed warm-up run. Each child first calls
+//! [`models::ops::retain_freed_memory`], as a training program should.
+//! `crates/trainer/benches/bench_torch.py` runs the same workloads in PyTorch.
 //!
 //! | figure | workload | unit |
 //! | --- | --- | --- |
@@ -160,6 +161,8 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
+    // As a training program should: keep freed tensor memory for the next step.
+    models::ops::retain_freed_memory();
     for name in names {
         let Some(f) = FIGURES.iter().find(|f| f.name == name) else {
             continue;

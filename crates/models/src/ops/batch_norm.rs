@@ -10,7 +10,7 @@ use candle_core::{
 use candle_nn::{BatchNorm, ModuleT};
 use rayon::prelude::*;
 
-use super::cpu::{fast_path, slice, with_data};
+use super::cpu::{fast_path, slice, uninit_vec, with_data};
 
 /// Batch norm, a drop-in for `bn.forward_t(xs, train)` with a fast CPU path.
 ///
@@ -163,16 +163,7 @@ fn bn_impl(
     if train && m < 2 {
         bail!("batch_norm: training needs more than one value per channel, got xs {dims:?}");
     }
-    let gb = match bn.weight_and_bias() {
-        Some((w, bias)) => Tensor::stack(&[w, bias], 0)?,
-        None => Tensor::stack(
-            &[
-                Tensor::ones(c, dt, xs.device())?,
-                Tensor::zeros(c, dt, xs.device())?,
-            ],
-            0,
-        )?,
-    };
+    let gb = affine_params(bn, c, xs)?;
     let stats = Arc::new(OnceLock::new());
     if !train {
         let mean = rm.to_dtype(DType::F64)?.to_vec1::<f64>()?;
@@ -194,35 +185,57 @@ fn bn_impl(
         None => xs.apply_op2_arc(&gb, Arc::new(Box::new(op)))?,
     };
     if train {
-        let Some(st) = stats.get() else {
-            bail!("batch_norm: the forward pass left no batch statistics")
-        };
-        let mom = bn.momentum();
-        let unbias = m as f64 / (m as f64 - 1.0);
-        let update = |running: &Tensor, batch: &[f64], scale: f64| -> Result<()> {
-            let old = running.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-            let new: Vec<f64> = old
-                .iter()
-                .zip(batch)
-                .map(|(o, v)| (1.0 - mom) * o + mom * scale * v)
-                .collect();
-            let new = Tensor::from_vec(new, c, running.device())?.to_dtype(running.dtype())?;
-            running.slice_set(&new, 0, 0)
-        };
-        update(rm, &st.mean, 1.0)?;
-        update(rv, &st.var, unbias)?;
+        update_running(bn, &stats, m)?;
     }
     Ok(ys)
 }
 
+/// `[γ; β]` of `bn` as one `(2, C)` tensor (ones and zeros without affine parameters).
+pub(crate) fn affine_params(bn: &BatchNorm, c: usize, xs: &Tensor) -> Result<Tensor> {
+    match bn.weight_and_bias() {
+        Some((w, bias)) => Tensor::stack(&[w, bias], 0),
+        None => Tensor::stack(
+            &[
+                Tensor::ones(c, xs.dtype(), xs.device())?,
+                Tensor::zeros(c, xs.dtype(), xs.device())?,
+            ],
+            0,
+        ),
+    }
+}
+
+/// Updates the running statistics of `bn` in place from the batch statistics a training
+/// forward pass over `m` values per channel left in `stats`.
+pub(crate) fn update_running(bn: &BatchNorm, stats: &OnceLock<Stats>, m: usize) -> Result<()> {
+    let Some(st) = stats.get() else {
+        bail!("batch_norm: the forward pass left no batch statistics")
+    };
+    let (rm, rv) = (bn.running_mean(), bn.running_var());
+    let c = st.mean.len();
+    let mom = bn.momentum();
+    let unbias = m as f64 / (m as f64 - 1.0);
+    let update = |running: &Tensor, batch: &[f64], scale: f64| -> Result<()> {
+        let old = running.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let new: Vec<f64> = old
+            .iter()
+            .zip(batch)
+            .map(|(o, v)| (1.0 - mom) * o + mom * scale * v)
+            .collect();
+        let new = Tensor::from_vec(new, c, running.device())?.to_dtype(running.dtype())?;
+        running.slice_set(&new, 0, 0)
+    };
+    update(rm, &st.mean, 1.0)?;
+    update(rv, &st.var, unbias)
+}
+
 /// Per-channel statistics: mean, biased variance and `1 / sqrt(var + eps)`.
-struct Stats {
+pub(crate) struct Stats {
     mean: Vec<f64>,
     var: Vec<f64>,
     invstd: Vec<f64>,
 }
 
-struct BnOp {
+pub(crate) struct BnOp {
     /// `(B, C, S)`: batch, channels, elements per channel and image.
     dims: (usize, usize, usize),
     relu: bool,
@@ -300,7 +313,8 @@ fn bn_fwd<T: WithDType>(
             )
         })
         .collect();
-    let mut out = vec![zero; x.len()];
+    // Every element is written below.
+    let mut out = uninit_vec::<T>(x.len());
     if out.is_empty() {
         return out;
     }
@@ -382,9 +396,27 @@ fn masked<T: WithDType>(relu: bool, dy: T, y: T) -> T {
     }
 }
 
-type Grads<T> = (Option<Vec<T>>, Option<Vec<T>>, Option<Vec<T>>);
+pub(crate) type Grads<T> = (Option<Vec<T>>, Option<Vec<T>>, Option<Vec<T>>);
 
 impl BnOp {
+    /// A training-mode batch norm over `dims = (B, C, S)`: batch statistics, left in the
+    /// returned lock by the forward pass.
+    pub(crate) fn train(
+        dims: (usize, usize, usize),
+        relu: bool,
+        eps: f64,
+    ) -> (Self, Arc<OnceLock<Stats>>) {
+        let stats = Arc::new(OnceLock::new());
+        let op = Self {
+            dims,
+            relu,
+            batch_stats: true,
+            eps,
+            stats: stats.clone(),
+        };
+        (op, stats)
+    }
+
     fn stats(&self) -> Result<&Stats> {
         match self.stats.get() {
             Some(s) => Ok(s),
@@ -392,7 +424,7 @@ impl BnOp {
         }
     }
 
-    fn fwd<T: WithDType>(&self, x: &[T], gb: &[T], r: Option<&[T]>) -> Result<Vec<T>> {
+    pub(crate) fn fwd<T: WithDType>(&self, x: &[T], gb: &[T], r: Option<&[T]>) -> Result<Vec<T>> {
         if self.batch_stats {
             // A fresh op runs its forward pass once; if it ran before, keep those statistics.
             let _ = self.stats.set(batch_stats(x, self.dims, self.eps));
@@ -401,7 +433,7 @@ impl BnOp {
     }
 
     /// Gradients for `(x, [γ; β], residual)`, each only if asked for.
-    fn bwd_slices<T: WithDType>(
+    pub(crate) fn bwd_slices<T: WithDType>(
         &self,
         x: &[T],
         gb: &[T],
@@ -453,8 +485,9 @@ impl BnOp {
             })
             .collect();
         // dx and the residual's gradient (dy' itself) in one pass over dy and y.
-        let mut dx = need.0.then(|| vec![zero; x.len()]);
-        let mut dr = need.2.then(|| vec![zero; x.len()]);
+        // Both are written in full below.
+        let mut dx = need.0.then(|| uninit_vec::<T>(x.len()));
+        let mut dr = need.2.then(|| uninit_vec::<T>(x.len()));
         if !x.is_empty() && (need.0 || need.2) {
             let (dxs, drs) = (
                 image_chunks(&mut dx, b, c * s),

@@ -6,7 +6,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::cpu::{fast_path, gemm, slice, with_data};
+use super::cpu::{fast_path, gemm, slice, uninit_vec, with_data, with_scratch};
 use super::im2col::{col2im, im2col, ConvGeom};
 
 /// Aim for at least this many GEMM columns (output pixels) per call, batching small images.
@@ -58,7 +58,7 @@ pub fn conv2d(xs: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<
 }
 
 /// Checks the shapes and returns the geometry of the convolution.
-fn geometry(xs: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<ConvGeom> {
+pub(crate) fn geometry(xs: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<ConvGeom> {
     let (b, c_in, h, wd) = match xs.dims() {
         &[b, c, h, w] => (b, c, h, w),
         d => bail!("conv2d: xs must be (B, C_in, H, W), got {d:?}"),
@@ -133,36 +133,74 @@ fn plan(g: &ConvGeom) -> Plan {
     }
 }
 
-/// Grows `buf` to at least `len` elements and returns its first `len`.
-fn scratch<T: WithDType>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
-    if buf.len() < len {
-        buf.resize(len, T::from_f64(0.0));
-    }
-    &mut buf[..len]
+/// What the forward pass does to each output value after the GEMM, while it is still in cache:
+/// `y = max(0, y + bias[c] + residual)` (each part optional). The folded batch norm of
+/// [`super::conv2d_bn_eval`] uses it.
+pub(crate) struct Epilogue<'a, T> {
+    /// Per output channel, added to every pixel.
+    pub bias: Option<&'a [T]>,
+    /// The shape of the output, added element-wise.
+    pub residual: Option<&'a [T]>,
+    pub relu: bool,
 }
 
-fn conv_fwd<T: WithDType>(g: &ConvGeom, x: &[T], w: &[T]) -> Vec<T> {
+impl<T: WithDType> Epilogue<'_, T> {
+    /// Applies the epilogue to the `p` pixels `ys` of output channel `c` whose residual starts
+    /// at `r0`.
+    #[inline]
+    fn apply(&self, ys: &mut [T], c: usize, r0: usize) {
+        let zero = T::from_f64(0.0);
+        let b = self.bias.map_or(zero, |b| b[c]);
+        let relu = |v: T| if self.relu && v < zero { zero } else { v };
+        match self.residual {
+            Some(r) => {
+                let n = ys.len();
+                for (y, &rv) in ys.iter_mut().zip(&r[r0..r0 + n]) {
+                    *y = relu(*y + b + rv);
+                }
+            }
+            None => {
+                for y in ys.iter_mut() {
+                    *y = relu(*y + b);
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn conv_fwd<T: WithDType>(
+    g: &ConvGeom,
+    x: &[T],
+    w: &[T],
+    epi: Option<&Epilogue<'_, T>>,
+) -> Vec<T> {
     let pl = plan(g);
     let (k, p, c_out) = (g.k(), g.p(), g.c_out);
     let (in_len, out_len) = (g.in_len(), g.out_len());
-    let mut out = vec![T::from_f64(0.0); g.b * out_len];
+    // Every element is written below (by the GEMM or the copy out of `tmp`).
+    let mut out = uninit_vec::<T>(g.b * out_len);
     if out.is_empty() {
         return out;
     }
     out.par_chunks_mut(pl.nb * out_len)
         .enumerate()
-        .for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(col, tmp), (ci, o)| {
-                let i0 = ci * pl.nb;
-                let nbi = o.len() / out_len;
-                let n = nbi * p;
+        .for_each(|(ci, o)| {
+            let i0 = ci * pl.nb;
+            let nbi = o.len() / out_len;
+            let n = nbi * p;
+            let direct = nbi == 1 && g.is_pointwise();
+            let lens = [
+                if direct { 0 } else { k * n },
+                if nbi == 1 { 0 } else { c_out * n },
+                0,
+            ];
+            with_scratch(|sc| {
+                let [col, tmp, _] = sc.get::<T>(lens);
                 let xs = &x[i0 * in_len..(i0 + nbi) * in_len];
                 if nbi == 1 {
                     let rhs: &[T] = if g.is_pointwise() {
                         xs
                     } else {
-                        let col = scratch(col, k * n);
                         im2col(g, xs, col, n, 0);
                         col
                     };
@@ -179,12 +217,15 @@ fn conv_fwd<T: WithDType>(g: &ConvGeom, x: &[T], w: &[T]) -> Vec<T> {
                         (n, 1),
                         pl.gemm_threads,
                     );
+                    if let Some(epi) = epi {
+                        for c in 0..c_out {
+                            epi.apply(&mut o[c * p..(c + 1) * p], c, i0 * out_len + c * p);
+                        }
+                    }
                 } else {
-                    let col = scratch(col, k * n);
                     for j in 0..nbi {
                         im2col(g, &xs[j * in_len..(j + 1) * in_len], col, n, j * p);
                     }
-                    let tmp = scratch(tmp, c_out * n);
                     gemm(
                         c_out,
                         n,
@@ -200,18 +241,21 @@ fn conv_fwd<T: WithDType>(g: &ConvGeom, x: &[T], w: &[T]) -> Vec<T> {
                     );
                     for j in 0..nbi {
                         for c in 0..c_out {
-                            o[j * out_len + c * p..j * out_len + (c + 1) * p]
-                                .copy_from_slice(&tmp[c * n + j * p..c * n + (j + 1) * p]);
+                            let dst = &mut o[j * out_len + c * p..j * out_len + (c + 1) * p];
+                            dst.copy_from_slice(&tmp[c * n + j * p..c * n + (j + 1) * p]);
+                            if let Some(epi) = epi {
+                                epi.apply(dst, c, (i0 + j) * out_len + c * p);
+                            }
                         }
                     }
                 }
-            },
-        );
+            })
+        });
     out
 }
 
 /// Input and kernel gradients in one sweep over the batch; each is computed only if asked for.
-fn conv_bwd<T: WithDType>(
+pub(crate) fn conv_bwd<T: WithDType>(
     g: &ConvGeom,
     x: &[T],
     w: &[T],
@@ -236,95 +280,102 @@ fn conv_bwd<T: WithDType>(
         } else {
             Vec::new()
         };
-        let (mut col, mut dcol, mut dyc) = (Vec::new(), Vec::new(), Vec::new());
-        let mut first = true;
-        let mut i0 = img0;
-        while i0 < img1 {
-            let nbi = pl.nb.min(img1 - i0);
-            let n = nbi * p;
-            let dyr: &[T] = if nbi == 1 {
-                &dy[i0 * out_len..(i0 + 1) * out_len]
-            } else {
-                let dyc = scratch(&mut dyc, c_out * n);
-                for j in 0..nbi {
-                    for c in 0..c_out {
-                        let src = (i0 + j) * out_len + c * p;
-                        dyc[c * n + j * p..c * n + (j + 1) * p].copy_from_slice(&dy[src..src + p]);
-                    }
-                }
-                dyc
-            };
-            if let Some(dxp) = dxp.as_deref_mut() {
-                let dxc = &mut dxp[(i0 - img0) * in_len..(i0 - img0 + nbi) * in_len];
-                if nbi == 1 && g.is_pointwise() {
-                    // dx = wᵀ · dy, straight into the image.
-                    gemm(
-                        k,
-                        n,
-                        c_out,
-                        dxc,
-                        (n, 1),
-                        false,
-                        w,
-                        (1, k),
-                        dyr,
-                        (n, 1),
-                        pl.gemm_threads,
-                    );
+        let nmax = pl.nb * p;
+        with_scratch(|sc| {
+            let [col, dcol, dyc] = sc.get::<T>([k * nmax, k * nmax, c_out * nmax]);
+            let mut first = true;
+            let mut i0 = img0;
+            while i0 < img1 {
+                let nbi = pl.nb.min(img1 - i0);
+                let n = nbi * p;
+                let dyr: &[T] = if nbi == 1 {
+                    &dy[i0 * out_len..(i0 + 1) * out_len]
                 } else {
-                    let dcol = scratch(&mut dcol, k * n);
-                    gemm(
-                        k,
-                        n,
-                        c_out,
-                        dcol,
-                        (n, 1),
-                        false,
-                        w,
-                        (1, k),
-                        dyr,
-                        (n, 1),
-                        pl.gemm_threads,
-                    );
+                    let dyc = &mut dyc[..c_out * n];
                     for j in 0..nbi {
-                        col2im(g, dcol, n, j * p, &mut dxc[j * in_len..(j + 1) * in_len]);
+                        for c in 0..c_out {
+                            let src = (i0 + j) * out_len + c * p;
+                            dyc[c * n + j * p..c * n + (j + 1) * p]
+                                .copy_from_slice(&dy[src..src + p]);
+                        }
                     }
-                }
-            }
-            if need_dw {
-                let xs = &x[i0 * in_len..(i0 + nbi) * in_len];
-                let cols: &[T] = if nbi == 1 && g.is_pointwise() {
-                    xs
-                } else {
-                    let col = scratch(&mut col, k * n);
-                    for j in 0..nbi {
-                        im2col(g, &xs[j * in_len..(j + 1) * in_len], col, n, j * p);
-                    }
-                    col
+                    dyc
                 };
-                // dw += dy (c_out, n) · colᵀ (n, k)
-                gemm(
-                    c_out,
-                    k,
-                    n,
-                    &mut dw,
-                    (k, 1),
-                    !first,
-                    dyr,
-                    (n, 1),
-                    cols,
-                    (1, n),
-                    pl.gemm_threads,
-                );
-                first = false;
+                if let Some(dxp) = dxp.as_deref_mut() {
+                    let dxc = &mut dxp[(i0 - img0) * in_len..(i0 - img0 + nbi) * in_len];
+                    if nbi == 1 && g.is_pointwise() {
+                        // dx = wᵀ · dy, straight into the image.
+                        gemm(
+                            k,
+                            n,
+                            c_out,
+                            dxc,
+                            (n, 1),
+                            false,
+                            w,
+                            (1, k),
+                            dyr,
+                            (n, 1),
+                            pl.gemm_threads,
+                        );
+                    } else {
+                        let dcol = &mut dcol[..k * n];
+                        gemm(
+                            k,
+                            n,
+                            c_out,
+                            dcol,
+                            (n, 1),
+                            false,
+                            w,
+                            (1, k),
+                            dyr,
+                            (n, 1),
+                            pl.gemm_threads,
+                        );
+                        // col2im adds into dx: zero this chunk first (dx is not zero-filled).
+                        dxc.fill(zero);
+                        for j in 0..nbi {
+                            col2im(g, dcol, n, j * p, &mut dxc[j * in_len..(j + 1) * in_len]);
+                        }
+                    }
+                }
+                if need_dw {
+                    let xs = &x[i0 * in_len..(i0 + nbi) * in_len];
+                    let cols: &[T] = if nbi == 1 && g.is_pointwise() {
+                        xs
+                    } else {
+                        let col = &mut col[..k * n];
+                        for j in 0..nbi {
+                            im2col(g, &xs[j * in_len..(j + 1) * in_len], col, n, j * p);
+                        }
+                        col
+                    };
+                    // dw += dy (c_out, n) · colᵀ (n, k)
+                    gemm(
+                        c_out,
+                        k,
+                        n,
+                        &mut dw,
+                        (k, 1),
+                        !first,
+                        dyr,
+                        (n, 1),
+                        cols,
+                        (1, n),
+                        pl.gemm_threads,
+                    );
+                    first = false;
+                }
+                i0 += nbi;
             }
-            i0 += nbi;
-        }
-        dw
+            dw
+        })
     };
 
     let (dx, partials) = if need_dx {
-        let mut dx = vec![zero; g.b * in_len];
+        // Every chunk writes all of its slice (GEMM output, or zeroed before col2im).
+        let mut dx = uninit_vec::<T>(g.b * in_len);
         let partials: Vec<Vec<T>> = if dx.is_empty() {
             Vec::new()
         } else {
@@ -407,11 +458,13 @@ impl CustomOp2 for Conv2dOp {
                 &self.geom,
                 slice::<f32>(s1, l1)?,
                 slice::<f32>(s2, l2)?,
+                None,
             )),
             DType::F64 => f64::to_cpu_storage_owned(conv_fwd(
                 &self.geom,
                 slice::<f64>(s1, l1)?,
                 slice::<f64>(s2, l2)?,
+                None,
             )),
             d => bail!("models-conv2d: unsupported dtype {d:?}"),
         };

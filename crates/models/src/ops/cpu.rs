@@ -104,3 +104,67 @@ pub(crate) fn gemm<T: WithDType>(
         )
     }
 }
+
+/// A vector of `len` elements that is not zero-filled: for outputs whose every element the
+/// caller writes before anything reads it (a zero-filled `vec!` of a size the allocator serves
+/// from reused memory costs a `memset` over the whole output).
+///
+/// Only for `f32`/`f64`, the dtypes of the fast path (checked: any other `T` gets zeros).
+#[allow(clippy::uninit_vec)] // Deliberate: the point is to skip the zero-fill (see above).
+pub(crate) fn uninit_vec<T: WithDType>(len: usize) -> Vec<T> {
+    if !matches!(T::DTYPE, DType::F32 | DType::F64) {
+        return vec![T::from_f64(0.0); len];
+    }
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: the capacity is `len`; every bit pattern is a valid f32/f64, and the callers
+    // overwrite every element before reading it (candle's own `alloc_uninit` does the same).
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// Scratch buffers of one thread (im2col and GEMM temporaries), kept between calls so that
+/// each convolution does not allocate (and the kernel does not map and zero) fresh pages.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    bufs: [Vec<u64>; 3],
+}
+
+impl Scratch {
+    /// The three buffers, each grown to `lens[i]` elements of `T`, as typed slices.
+    ///
+    /// `T` must be `f32` or `f64` (8-byte storage, 4- or 8-byte elements); contents are
+    /// whatever an earlier call left (callers overwrite what they read).
+    pub(crate) fn get<T: WithDType>(&mut self, lens: [usize; 3]) -> [&mut [T]; 3] {
+        assert!(
+            matches!(T::DTYPE, DType::F32 | DType::F64),
+            "scratch: f32/f64 only"
+        );
+        let [a, b, c] = &mut self.bufs;
+        [typed(a, lens[0]), typed(b, lens[1]), typed(c, lens[2])]
+    }
+}
+
+/// The first `len` elements of `T` of `buf`, grown if needed (`T` is `f32` or `f64`).
+fn typed<T: WithDType>(buf: &mut Vec<u64>, len: usize) -> &mut [T] {
+    let words = (len * std::mem::size_of::<T>()).div_ceil(8);
+    if buf.len() < words {
+        buf.resize(words, 0);
+    }
+    // SAFETY: `buf` holds at least `len · size_of::<T>()` initialised bytes, aligned to
+    // 8 ≥ align_of::<T>() for f32/f64 (the only callers' types, asserted in `Scratch::get`),
+    // every bit pattern of which is a valid f32/f64; the slice borrows `buf` mutably.
+    unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<T>(), len) }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch buffers (fresh ones if a caller up the stack of this
+/// thread holds them, e.g. when rayon runs a second chunk inside a parallel GEMM's wait).
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
