@@ -342,6 +342,9 @@ fn set_threads(cfg: &Config) -> Result<()> {
 }
 
 fn main() {
+    // Keep freed tensor memory for the next step instead of returning it to the kernel (glibc
+    // only; a process-wide setting, hence here and not in a library).
+    models::ops::retain_freed_memory();
     if let Err(e) = real_main() {
         // The chain of causes, each once: many messages already quote their cause.
         let mut msg = e.to_string();

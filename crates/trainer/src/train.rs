@@ -630,7 +630,7 @@ pub fn load_teacher(ctx: &Ctx) -> Result<Option<Net>> {
         }
         return Ok(None);
     };
-    let (net, _) = Net::from_checkpoint(
+    let (mut net, _) = Net::from_checkpoint(
         path,
         s.teacher_arch.as_deref(),
         classes,
@@ -644,6 +644,9 @@ pub fn load_teacher(ctx: &Ctx) -> Result<Option<Net>> {
             net.num_classes
         )));
     }
+    // The teacher is frozen: a detached copy takes the folded conv + batch-norm evaluation path
+    // and builds no autograd graph.
+    net.backbone = net.backbone.detached()?;
     Ok(Some(net))
 }
 

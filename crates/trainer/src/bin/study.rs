@@ -537,6 +537,8 @@ fn plot_bars(path: &Path, rows: &[(String, [Vec<f64>; 3])]) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    // As `trainer` does: reuse freed tensor memory between steps (glibc only).
+    models::ops::retain_freed_memory();
     let cli = Cli::parse();
     let config_path = if cli.quick {
         PathBuf::from("configs/cifar10_cpu_quick.toml")
