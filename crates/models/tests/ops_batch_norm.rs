@@ -2,36 +2,13 @@
 //! `BatchNorm::forward_t` (+ add, + relu): values, gradients and running statistics, in
 //! training and evaluation, f32 and f64.
 
+mod common;
+
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{BatchNorm, ModuleT};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::StandardNormal;
-
-fn randn(
-    rng: &mut ChaCha8Rng,
-    dims: &[usize],
-    dtype: DType,
-    mean: f64,
-    std: f64,
-) -> Result<Tensor> {
-    let n: usize = dims.iter().product();
-    let v: Vec<f64> = (0..n)
-        .map(|_| mean + std * rng.sample::<f64, _>(StandardNormal))
-        .collect();
-    Ok(Tensor::from_vec(v, dims, &Device::Cpu)?.to_dtype(dtype)?)
-}
-
-/// Largest |a - b| relative to max(1, max |b|).
-fn rel_err(a: &Tensor, b: &Tensor) -> Result<f64> {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.to_dtype(DType::F64)?.flatten_all()?;
-    let b = b.to_dtype(DType::F64)?.flatten_all()?;
-    let diff = (&a - &b)?.abs()?.max(0)?.to_scalar::<f64>()?;
-    let scale = b.abs()?.max(0)?.to_scalar::<f64>()?.max(1.0);
-    Ok(diff / scale)
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -46,12 +23,14 @@ type Twins = (BatchNorm, BatchNorm, Option<(Var, Var)>);
 /// Two batch norms with the same affine parameters (shared variables) and equal but separate
 /// running statistics.
 fn twin_bns(rng: &mut ChaCha8Rng, c: usize, dtype: DType, affine: bool) -> Result<Twins> {
-    let rm = randn(rng, &[c], dtype, 0.0, 0.5)?;
-    let rv = randn(rng, &[c], dtype, 0.0, 0.3)?.abs()?.affine(1.0, 0.5)?;
+    let rm = common::randn(rng, &[c], dtype, 0.0, 0.5)?;
+    let rv = common::randn(rng, &[c], dtype, 0.0, 0.3)?
+        .abs()?
+        .affine(1.0, 0.5)?;
     let eps = 1e-5;
     if affine {
-        let w = Var::from_tensor(&randn(rng, &[c], dtype, 1.0, 0.5)?)?;
-        let b = Var::from_tensor(&randn(rng, &[c], dtype, 0.0, 0.5)?)?;
+        let w = Var::from_tensor(&common::randn(rng, &[c], dtype, 1.0, 0.5)?)?;
+        let b = Var::from_tensor(&common::randn(rng, &[c], dtype, 0.0, 0.5)?)?;
         let mk = || {
             BatchNorm::new(
                 c,
@@ -82,8 +61,8 @@ fn check(
     let c = dims[1];
     let (bn_fast, bn_stock, wb) = twin_bns(rng, c, dtype, affine)?;
     // Activations with a non-zero mean, as after a convolution.
-    let x = Var::from_tensor(&randn(rng, dims, dtype, 0.7, 1.3)?)?;
-    let r = Var::from_tensor(&randn(rng, dims, dtype, 0.0, 1.0)?)?;
+    let x = Var::from_tensor(&common::randn(rng, dims, dtype, 0.7, 1.3)?)?;
+    let r = Var::from_tensor(&common::randn(rng, dims, dtype, 0.0, 1.0)?)?;
     let fast = match kind {
         Kind::Plain => models::ops::batch_norm(&x, &bn_fast, train)?,
         Kind::Relu => models::ops::batch_norm_relu(&x, &bn_fast, train)?,
@@ -95,7 +74,7 @@ fn check(
         Kind::Relu => stock.relu()?,
         Kind::AddRelu => (stock + r.as_tensor())?.relu()?,
     };
-    let e = rel_err(&fast, &stock)?;
+    let e = common::rel_err_floor1(&fast, &stock)?;
     assert!(e < tol, "forward {what}: rel err {e}");
     for (name, a, b) in [
         (
@@ -105,11 +84,11 @@ fn check(
         ),
         ("running_var", bn_fast.running_var(), bn_stock.running_var()),
     ] {
-        let e = rel_err(a, b)?;
+        let e = common::rel_err_floor1(a, b)?;
         assert!(e < tol, "{name} {what}: rel err {e}");
     }
 
-    let up = randn(rng, dims, dtype, 0.0, 1.0)?;
+    let up = common::randn(rng, dims, dtype, 0.0, 1.0)?;
     let g_fast = (fast * &up)?.sum_all()?.backward()?;
     let g_stock = (stock * &up)?.sum_all()?.backward()?;
     let mut wrt = vec![("x", x.as_tensor().clone())];
@@ -124,7 +103,7 @@ fn check(
         let (Some(gf), Some(gs)) = (g_fast.get(&t), g_stock.get(&t)) else {
             panic!("{what}: missing gradient for {name}")
         };
-        let e = rel_err(gf, gs)?;
+        let e = common::rel_err_floor1(gf, gs)?;
         assert!(e < tol, "grad {name} {what}: rel err {e}");
     }
     Ok(())

@@ -1,30 +1,12 @@
 //! `models::ops::conv2d` against candle's stock `Tensor::conv2d`: values and gradients on
 //! random shapes, strides and paddings, in f32 and f64.
 
+mod common;
+
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::StandardNormal;
-
-fn randn(rng: &mut ChaCha8Rng, dims: &[usize], dtype: DType) -> Result<Tensor> {
-    let n: usize = dims.iter().product();
-    let v: Vec<f64> = (0..n).map(|_| rng.sample(StandardNormal)).collect();
-    Ok(Tensor::from_vec(v, dims, &Device::Cpu)?.to_dtype(dtype)?)
-}
-
-/// Largest |a - b| relative to max(1, max |b|).
-fn rel_err(a: &Tensor, b: &Tensor) -> Result<f64> {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.to_dtype(DType::F64)?.flatten_all()?;
-    let b = b.to_dtype(DType::F64)?.flatten_all()?;
-    if b.elem_count() == 0 {
-        return Ok(0.0);
-    }
-    let diff = (&a - &b)?.abs()?.max(0)?.to_scalar::<f64>()?;
-    let scale = b.abs()?.max(0)?.to_scalar::<f64>()?.max(1.0);
-    Ok(diff / scale)
-}
 
 struct Case {
     b: usize,
@@ -40,8 +22,14 @@ struct Case {
 
 /// Compares value, input gradient and kernel gradient with the stock op.
 fn check(rng: &mut ChaCha8Rng, c: &Case, dtype: DType, tol: f64, x_is_var: bool) -> Result<()> {
-    let x0 = randn(rng, &[c.b, c.c_in, c.h, c.w], dtype)?;
-    let w = Var::from_tensor(&randn(rng, &[c.c_out, c.c_in, c.k_h, c.k_w], dtype)?)?;
+    let x0 = common::randn(rng, &[c.b, c.c_in, c.h, c.w], dtype, 0.0, 1.0)?;
+    let w = Var::from_tensor(&common::randn(
+        rng,
+        &[c.c_out, c.c_in, c.k_h, c.k_w],
+        dtype,
+        0.0,
+        1.0,
+    )?)?;
     let x = if x_is_var {
         Var::from_tensor(&x0)?.as_tensor().clone()
     } else {
@@ -62,23 +50,23 @@ fn check(rng: &mut ChaCha8Rng, c: &Case, dtype: DType, tol: f64, x_is_var: bool)
         c.b, c.c_in, c.h, c.w, c.c_out, c.k_h, c.k_w, c.stride, c.padding
     );
     assert_eq!(fast.dims(), stock.dims(), "{what}");
-    let e = rel_err(&fast, &stock)?;
+    let e = common::rel_err_floor1(&fast, &stock)?;
     assert!(e < tol, "forward {what}: rel err {e}");
 
-    let r = randn(rng, stock.dims(), dtype)?;
+    let r = common::randn(rng, stock.dims(), dtype, 0.0, 1.0)?;
     let g_fast = (fast * &r)?.sum_all()?.backward()?;
     let g_stock = (stock * &r)?.sum_all()?.backward()?;
     let (dw_f, dw_s) = (g_fast.get(&w), g_stock.get(&w));
     let (Some(dw_f), Some(dw_s)) = (dw_f, dw_s) else {
         panic!("{what}: missing kernel gradient")
     };
-    let e = rel_err(dw_f, dw_s)?;
+    let e = common::rel_err_floor1(dw_f, dw_s)?;
     assert!(e < tol, "kernel grad {what}: rel err {e}");
     if x_is_var {
         let (Some(dx_f), Some(dx_s)) = (g_fast.get(&x), g_stock.get(&x)) else {
             panic!("{what}: missing input gradient")
         };
-        let e = rel_err(dx_f, dx_s)?;
+        let e = common::rel_err_floor1(dx_f, dx_s)?;
         assert!(e < tol, "input grad {what}: rel err {e}");
     } else {
         assert!(
@@ -189,11 +177,11 @@ fn conv2d_skips_the_gradient_of_a_constant_input() -> Result<()> {
 fn conv2d_takes_strided_inputs() -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     // (B, H, C, W) transposed to (B, C, H, W): not contiguous.
-    let x = randn(&mut rng, &[2, 7, 3, 6], DType::F64)?.transpose(1, 2)?;
-    let w = randn(&mut rng, &[4, 3, 3, 3], DType::F64)?;
+    let x = common::randn(&mut rng, &[2, 7, 3, 6], DType::F64, 0.0, 1.0)?.transpose(1, 2)?;
+    let w = common::randn(&mut rng, &[4, 3, 3, 3], DType::F64, 0.0, 1.0)?;
     let fast = models::ops::conv2d(&x, &w, 1, 2)?;
     let stock = x.conv2d(&w, 1, 2, 1, 1)?;
-    let e = rel_err(&fast, &stock)?;
+    let e = common::rel_err_floor1(&fast, &stock)?;
     assert!(e < 1e-10, "rel err {e}");
     Ok(())
 }
@@ -239,13 +227,13 @@ fn conv2d_rejects_bad_shapes() -> Result<()> {
 #[test]
 fn conv2d_falls_back_to_stock_for_f16() -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(6);
-    let x = randn(&mut rng, &[2, 3, 6, 6], DType::F32)?;
-    let w = randn(&mut rng, &[4, 3, 3, 3], DType::F32)?;
+    let x = common::randn(&mut rng, &[2, 3, 6, 6], DType::F32, 0.0, 1.0)?;
+    let w = common::randn(&mut rng, &[4, 3, 3, 3], DType::F32, 0.0, 1.0)?;
     let fast = models::ops::conv2d(&x.to_dtype(DType::F16)?, &w.to_dtype(DType::F16)?, 1, 1)?;
     assert_eq!(fast.dtype(), DType::F16);
     let stock = x
         .to_dtype(DType::F16)?
         .conv2d(&w.to_dtype(DType::F16)?, 1, 1, 1, 1)?;
-    assert!(rel_err(&fast, &stock)? < 1e-6);
+    assert!(common::rel_err_floor1(&fast, &stock)? < 1e-6);
     Ok(())
 }

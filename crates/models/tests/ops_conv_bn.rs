@@ -3,44 +3,23 @@
 //! its fallback (with gradients) when an argument tracks a gradient; `conv2d_bn_train` (values,
 //! running statistics, gradients) against the same stock ops in training mode; the errors.
 
+mod common;
+
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use candle_nn::{BatchNorm, ModuleT};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::StandardNormal;
-
-fn randn(
-    rng: &mut ChaCha8Rng,
-    dims: &[usize],
-    dtype: DType,
-    mean: f64,
-    std: f64,
-) -> Result<Tensor> {
-    let n: usize = dims.iter().product();
-    let v: Vec<f64> = (0..n)
-        .map(|_| mean + std * rng.sample::<f64, _>(StandardNormal))
-        .collect();
-    Ok(Tensor::from_vec(v, dims, &Device::Cpu)?.to_dtype(dtype)?)
-}
-
-/// Largest |a - b| relative to max(1, max |b|).
-fn rel_err(a: &Tensor, b: &Tensor) -> Result<f64> {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.to_dtype(DType::F64)?.flatten_all()?;
-    let b = b.to_dtype(DType::F64)?.flatten_all()?;
-    let diff = (&a - &b)?.abs()?.max(0)?.to_scalar::<f64>()?;
-    let scale = b.abs()?.max(0)?.to_scalar::<f64>()?.max(1.0);
-    Ok(diff / scale)
-}
 
 /// A batch norm over `c` channels with random running statistics (and affine parameters).
 fn random_bn(rng: &mut ChaCha8Rng, c: usize, dtype: DType, affine: bool) -> Result<BatchNorm> {
-    let rm = randn(rng, &[c], dtype, 0.0, 0.5)?;
-    let rv = randn(rng, &[c], dtype, 0.0, 0.3)?.abs()?.affine(1.0, 0.2)?;
+    let rm = common::randn(rng, &[c], dtype, 0.0, 0.5)?;
+    let rv = common::randn(rng, &[c], dtype, 0.0, 0.3)?
+        .abs()?
+        .affine(1.0, 0.2)?;
     Ok(if affine {
-        let w = randn(rng, &[c], dtype, 1.0, 0.5)?;
-        let b = randn(rng, &[c], dtype, 0.0, 0.5)?;
+        let w = common::randn(rng, &[c], dtype, 1.0, 0.5)?;
+        let b = common::randn(rng, &[c], dtype, 0.0, 0.5)?;
         BatchNorm::new(c, rm, rv, w, b, 1e-5)?
     } else {
         BatchNorm::new_no_bias(c, rm, rv, 1e-5)?
@@ -94,11 +73,11 @@ fn check(rng: &mut ChaCha8Rng, c: &Case, dtype: DType, tol: f64) -> Result<bool>
         (true, false, false),
     ] {
         let what = format!("{c:?} residual={residual} relu={relu} affine={affine} {dtype:?}");
-        let x = randn(rng, &[c.b, c.c_in, c.h, c.w], dtype, 0.0, 1.0)?;
-        let w = randn(rng, &[c.c_out, c.c_in, c.k, c.k], dtype, 0.0, 0.5)?;
+        let x = common::randn(rng, &[c.b, c.c_in, c.h, c.w], dtype, 0.0, 1.0)?;
+        let w = common::randn(rng, &[c.c_out, c.c_in, c.k, c.k], dtype, 0.0, 0.5)?;
         let bn = random_bn(rng, c.c_out, dtype, affine)?;
         let r = if residual {
-            Some(randn(rng, &c.out_dims(), dtype, 0.0, 1.0)?)
+            Some(common::randn(rng, &c.out_dims(), dtype, 0.0, 1.0)?)
         } else {
             None
         };
@@ -106,7 +85,7 @@ fn check(rng: &mut ChaCha8Rng, c: &Case, dtype: DType, tol: f64) -> Result<bool>
             models::ops::conv2d_bn_eval(&x, &w, c.padding, c.stride, &bn, r.as_ref(), relu)?;
         assert!(!fused.track_op(), "{what}: the fast path records no graph");
         let want = stock(&x, &w, c, &bn, r.as_ref(), relu)?;
-        let e = rel_err(&fused, &want)?;
+        let e = common::rel_err_floor1(&fused, &want)?;
         assert!(e < tol, "{what}: rel err {e}");
         let unfused = models::ops::batch_norm(
             &models::ops::conv2d(&x, &w, c.padding, c.stride)?,
@@ -202,27 +181,33 @@ fn conv2d_bn_eval_keeps_gradients_when_asked() -> Result<()> {
         stride: 2,
         padding: 1,
     };
-    let x = randn(&mut rng, &[c.b, c.c_in, c.h, c.w], DType::F64, 0.0, 1.0)?;
-    let w = Var::from_tensor(&randn(
+    let x = common::randn(&mut rng, &[c.b, c.c_in, c.h, c.w], DType::F64, 0.0, 1.0)?;
+    let w = Var::from_tensor(&common::randn(
         &mut rng,
         &[c.c_out, c.c_in, c.k, c.k],
         DType::F64,
         0.0,
         0.5,
     )?)?;
-    let r = Var::from_tensor(&randn(&mut rng, &c.out_dims(), DType::F64, 0.0, 1.0)?)?;
+    let r = Var::from_tensor(&common::randn(
+        &mut rng,
+        &c.out_dims(),
+        DType::F64,
+        0.0,
+        1.0,
+    )?)?;
     let bn = random_bn(&mut rng, c.c_out, DType::F64, true)?;
     let ys = models::ops::conv2d_bn_eval(&x, &w, c.padding, c.stride, &bn, Some(&r), true)?;
     let want = stock(&x, &w, &c, &bn, Some(&r), true)?;
-    assert!(rel_err(&ys, &want)? < 1e-12);
-    let up = randn(&mut rng, &c.out_dims(), DType::F64, 0.0, 1.0)?;
+    assert!(common::rel_err_floor1(&ys, &want)? < 1e-12);
+    let up = common::randn(&mut rng, &c.out_dims(), DType::F64, 0.0, 1.0)?;
     let g = (ys * &up)?.sum_all()?.backward()?;
     let g_want = (want * &up)?.sum_all()?.backward()?;
     for (name, t) in [("w", w.as_tensor()), ("residual", r.as_tensor())] {
         let (Some(a), Some(b)) = (g.get(t), g_want.get(t)) else {
             panic!("missing gradient for {name}")
         };
-        let e = rel_err(a, b)?;
+        let e = common::rel_err_floor1(a, b)?;
         assert!(e < 1e-12, "grad {name}: rel err {e}");
     }
     Ok(())
@@ -231,15 +216,15 @@ fn conv2d_bn_eval_keeps_gradients_when_asked() -> Result<()> {
 #[test]
 fn conv2d_bn_eval_rejects_bad_shapes() -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(24);
-    let x = randn(&mut rng, &[2, 3, 8, 8], DType::F32, 0.0, 1.0)?;
-    let w = randn(&mut rng, &[4, 3, 3, 3], DType::F32, 0.0, 1.0)?;
+    let x = common::randn(&mut rng, &[2, 3, 8, 8], DType::F32, 0.0, 1.0)?;
+    let w = common::randn(&mut rng, &[4, 3, 3, 3], DType::F32, 0.0, 1.0)?;
     let bn5 = random_bn(&mut rng, 5, DType::F32, true)?;
     let err = models::ops::conv2d_bn_eval(&x, &w, 1, 1, &bn5, None, true)
         .expect_err("5 statistics for 4 channels")
         .to_string();
     assert!(err.contains("running statistics"), "{err}");
     let bn4 = random_bn(&mut rng, 4, DType::F32, true)?;
-    let r = randn(&mut rng, &[2, 4, 4, 4], DType::F32, 0.0, 1.0)?;
+    let r = common::randn(&mut rng, &[2, 4, 4, 4], DType::F32, 0.0, 1.0)?;
     let err = models::ops::conv2d_bn_eval(&x, &w, 1, 1, &bn4, Some(&r), true)
         .expect_err("residual of the wrong shape")
         .to_string();
@@ -256,12 +241,24 @@ fn conv2d_bn_eval_rejects_bad_shapes() -> Result<()> {
 fn check_train(rng: &mut ChaCha8Rng, c: &Case, dtype: DType, tol: f64) -> Result<()> {
     for (residual, relu) in [(false, false), (false, true), (true, true)] {
         let what = format!("{c:?} residual={residual} relu={relu} {dtype:?}");
-        let x = Var::from_tensor(&randn(rng, &[c.b, c.c_in, c.h, c.w], dtype, 0.0, 1.0)?)?;
-        let w = Var::from_tensor(&randn(rng, &[c.c_out, c.c_in, c.k, c.k], dtype, 0.0, 0.5)?)?;
-        let gamma = Var::from_tensor(&randn(rng, &[c.c_out], dtype, 1.0, 0.5)?)?;
-        let beta = Var::from_tensor(&randn(rng, &[c.c_out], dtype, 0.0, 0.5)?)?;
-        let rm = randn(rng, &[c.c_out], dtype, 0.0, 0.5)?;
-        let rv = randn(rng, &[c.c_out], dtype, 0.0, 0.3)?
+        let x = Var::from_tensor(&common::randn(
+            rng,
+            &[c.b, c.c_in, c.h, c.w],
+            dtype,
+            0.0,
+            1.0,
+        )?)?;
+        let w = Var::from_tensor(&common::randn(
+            rng,
+            &[c.c_out, c.c_in, c.k, c.k],
+            dtype,
+            0.0,
+            0.5,
+        )?)?;
+        let gamma = Var::from_tensor(&common::randn(rng, &[c.c_out], dtype, 1.0, 0.5)?)?;
+        let beta = Var::from_tensor(&common::randn(rng, &[c.c_out], dtype, 0.0, 0.5)?)?;
+        let rm = common::randn(rng, &[c.c_out], dtype, 0.0, 0.5)?;
+        let rv = common::randn(rng, &[c.c_out], dtype, 0.0, 0.3)?
             .abs()?
             .affine(1.0, 0.2)?;
         let mk = || {
@@ -276,7 +273,7 @@ fn check_train(rng: &mut ChaCha8Rng, c: &Case, dtype: DType, tol: f64) -> Result
         };
         let (bn_fast, bn_stock) = (mk()?, mk()?);
         let r = if residual {
-            Some(Var::from_tensor(&randn(
+            Some(Var::from_tensor(&common::randn(
                 rng,
                 &c.out_dims(),
                 dtype,
@@ -301,7 +298,7 @@ fn check_train(rng: &mut ChaCha8Rng, c: &Case, dtype: DType, tol: f64) -> Result
             None => stock,
         };
         let stock = if relu { stock.relu()? } else { stock };
-        let e = rel_err(&fast, &stock)?;
+        let e = common::rel_err_floor1(&fast, &stock)?;
         assert!(e < tol, "forward {what}: rel err {e}");
         for (name, a, b) in [
             (
@@ -311,10 +308,10 @@ fn check_train(rng: &mut ChaCha8Rng, c: &Case, dtype: DType, tol: f64) -> Result
             ),
             ("running_var", bn_fast.running_var(), bn_stock.running_var()),
         ] {
-            let e = rel_err(a, b)?;
+            let e = common::rel_err_floor1(a, b)?;
             assert!(e < tol, "{name} {what}: rel err {e}");
         }
-        let up = randn(rng, &c.out_dims(), dtype, 0.0, 1.0)?;
+        let up = common::randn(rng, &c.out_dims(), dtype, 0.0, 1.0)?;
         let g_fast = (fast * &up)?.sum_all()?.backward()?;
         let g_stock = (stock * &up)?.sum_all()?.backward()?;
         let mut wrt = vec![
@@ -328,7 +325,7 @@ fn check_train(rng: &mut ChaCha8Rng, c: &Case, dtype: DType, tol: f64) -> Result
             let (Some(gf), Some(gs)) = (g_fast.get(t), g_stock.get(t)) else {
                 panic!("{what}: missing gradient for {name}")
             };
-            let e = rel_err(gf, gs)?;
+            let e = common::rel_err_floor1(gf, gs)?;
             assert!(e < tol, "grad {name} {what}: rel err {e}");
         }
     }
@@ -381,8 +378,8 @@ fn conv2d_bn_train_matches_stock_on_resnet_shapes() -> Result<()> {
 #[test]
 fn conv2d_bn_train_rejects_a_single_value_per_channel() -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(27);
-    let x = randn(&mut rng, &[1, 3, 3, 3], DType::F32, 0.0, 1.0)?;
-    let w = randn(&mut rng, &[4, 3, 3, 3], DType::F32, 0.0, 1.0)?;
+    let x = common::randn(&mut rng, &[1, 3, 3, 3], DType::F32, 0.0, 1.0)?;
+    let w = common::randn(&mut rng, &[4, 3, 3, 3], DType::F32, 0.0, 1.0)?;
     let bn = random_bn(&mut rng, 4, DType::F32, true)?;
     let err = models::ops::conv2d_bn_train(&x, &w, 0, 1, &bn, None, true)
         .expect_err("one value per channel")

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 
 /// The fixture directory next to this file.
 pub fn fixture_path(name: &str) -> PathBuf {
@@ -116,4 +119,34 @@ pub fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f64) -> Result<()> 
         bail!("{what}: relative error {e:e} > {tol:e}");
     }
     Ok(())
+}
+
+/// `mean + std·N(0, 1)` samples of shape `dims`, drawn as `f64` from `rng`, then cast to `dtype`:
+/// the random inputs of the op-against-stock tests.
+pub fn randn(
+    rng: &mut ChaCha8Rng,
+    dims: &[usize],
+    dtype: DType,
+    mean: f64,
+    std: f64,
+) -> Result<Tensor> {
+    let n: usize = dims.iter().product();
+    let v: Vec<f64> = (0..n)
+        .map(|_| mean + std * rng.sample::<f64, _>(StandardNormal))
+        .collect();
+    Ok(Tensor::from_vec(v, dims, &Device::Cpu)?.to_dtype(dtype)?)
+}
+
+/// Largest |a - b| relative to max(1, max |b|) (0 for empty tensors), after checking the shapes
+/// agree: for an op against the stock one, where outputs and gradients may be near zero.
+pub fn rel_err_floor1(a: &Tensor, b: &Tensor) -> Result<f64> {
+    assert_eq!(a.dims(), b.dims());
+    let a = a.to_dtype(DType::F64)?.flatten_all()?;
+    let b = b.to_dtype(DType::F64)?.flatten_all()?;
+    if b.elem_count() == 0 {
+        return Ok(0.0);
+    }
+    let diff = (&a - &b)?.abs()?.max(0)?.to_scalar::<f64>()?;
+    let scale = b.abs()?.max(0)?.to_scalar::<f64>()?.max(1.0);
+    Ok(diff / scale)
 }
