@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{ensure, Context};
+use anyhow::ensure;
 
 type Result<T> = anyhow::Result<T>;
 
@@ -53,18 +53,8 @@ fn one_and_two_threads_give_bit_identical_runs() -> Result<()> {
             );
         }
     }
-    let rows = |p: &Path| -> Result<serde_json::Value> {
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(p.join("summary.json"))?)?;
-        Ok(v["rows"]
-            .as_array()
-            .context("rows")?
-            .iter()
-            .map(|r| r["eval"].clone())
-            .collect())
-    };
     ensure!(
-        rows(&one)? == rows(&two)?,
+        common::summary_evals(&one)? == common::summary_evals(&two)?,
         "the final evaluation differs between 1 and 2 threads"
     );
     Ok(())

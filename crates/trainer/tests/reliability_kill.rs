@@ -213,18 +213,8 @@ fn sigkill_at_random_moments_then_resume_equals_uninterrupted() -> Result<()> {
             }
         }
         assert_same_run(&reference, &out, &PHASES)?;
-        let summary = |p: &Path| -> Result<Vec<serde_json::Value>> {
-            let v: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(p.join("summary.json"))?)?;
-            Ok(v["rows"]
-                .as_array()
-                .context("rows")?
-                .iter()
-                .map(|r| r["eval"].clone())
-                .collect())
-        };
         ensure!(
-            summary(&reference)? == summary(&out)?,
+            common::summary_evals(&reference)? == common::summary_evals(&out)?,
             "the final evaluation differs"
         );
     }

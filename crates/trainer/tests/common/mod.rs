@@ -70,3 +70,13 @@ pub fn tar_gz(path: &Path, split: &str, root: &Path) -> anyhow::Result<()> {
     builder.into_inner()?.finish()?.flush()?;
     Ok(())
 }
+
+/// The `eval` record of every row of a run folder's `summary.json`: the final evaluation, to
+/// compare two runs that must agree.
+pub fn summary_evals(run: &Path) -> anyhow::Result<Vec<Value>> {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json"))?)?;
+    let rows = v["rows"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("{}: no rows", run.join("summary.json").display()))?;
+    Ok(rows.iter().map(|r| r["eval"].clone()).collect())
+}
