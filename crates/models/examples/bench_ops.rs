@@ -118,6 +118,7 @@ struct Row {
 }
 
 fn main() -> Result<()> {
+    models::ops::retain_freed_memory();
     let a = args();
     let b = a.batch;
     let mut rng = ChaCha8Rng::seed_from_u64(0);

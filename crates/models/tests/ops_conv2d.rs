@@ -155,6 +155,41 @@ fn conv2d_matches_stock_on_resnet_shapes() -> Result<()> {
 }
 
 #[test]
+fn conv2d_matches_stock_on_images_cut_into_row_tiles() -> Result<()> {
+    // One image's patch matrix above 256 Ki elements (k·p > 262,144 with p ≥ 256 output pixels)
+    // is built and multiplied in tiles of whole output rows (256 pixels each, the last one
+    // shorter): 31 rows of 31 (tiles of 8), stride 2 (tiles of 10), a 5x5 kernel.
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let cases = [
+        (2, 32, 31, 31, 5, 3, 1, 1),
+        (2, 64, 47, 47, 3, 3, 2, 1),
+        (1, 12, 30, 30, 4, 5, 1, 2),
+        (2, 64, 33, 40, 3, 3, 1, 1),
+    ];
+    for (b, c_in, h, w, c_out, k, stride, padding) in cases {
+        let c = Case {
+            b,
+            c_in,
+            h,
+            w,
+            c_out,
+            k_h: k,
+            k_w: k,
+            stride,
+            padding,
+        };
+        let (oh, ow) = (
+            (h + 2 * padding - k) / stride + 1,
+            (w + 2 * padding - k) / stride + 1,
+        );
+        assert!(c_in * k * k * oh * ow > 262_144 && oh * ow >= 256);
+        check(&mut rng, &c, DType::F32, 1e-4, true)?;
+        check(&mut rng, &c, DType::F64, 1e-10, true)?;
+    }
+    Ok(())
+}
+
+#[test]
 fn conv2d_skips_the_gradient_of_a_constant_input() -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let c = Case {

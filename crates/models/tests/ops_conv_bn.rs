@@ -143,10 +143,12 @@ fn conv2d_bn_eval_matches_stock_on_random_shapes() -> Result<()> {
 
 #[test]
 fn conv2d_bn_eval_matches_stock_on_resnet_shapes() -> Result<()> {
-    // The CIFAR ResNets' layers at a batch large enough to group small maps into one GEMM.
+    // The CIFAR ResNets' layers at a batch large enough to group small maps into one GEMM, and
+    // a 32-channel 31x31 map whose patch matrix is cut into tiles of output rows (k·p > 256 Ki).
     let mut rng = ChaCha8Rng::seed_from_u64(22);
     for (b, c_in, hw, c_out, k, stride, padding) in [
         (4, 3, 32, 16, 3, 1, 1),
+        (2, 32, 31, 8, 3, 1, 1),
         (6, 16, 16, 32, 3, 2, 1),
         (6, 16, 16, 32, 1, 2, 0),
         (12, 32, 4, 64, 3, 1, 1),
@@ -353,9 +355,11 @@ fn conv2d_bn_train_matches_stock_on_random_shapes() -> Result<()> {
 
 #[test]
 fn conv2d_bn_train_matches_stock_on_resnet_shapes() -> Result<()> {
+    // As the evaluation test above, with the row-tiled 31x31 map.
     let mut rng = ChaCha8Rng::seed_from_u64(26);
     for (b, c_in, hw, c_out, k, stride, padding) in [
         (4, 3, 32, 16, 3, 1, 1),
+        (2, 32, 31, 8, 3, 1, 1),
         (6, 16, 16, 32, 3, 2, 1),
         (6, 16, 16, 32, 1, 2, 0),
         (12, 32, 4, 64, 3, 1, 1),

@@ -7,12 +7,17 @@ use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Ten
 use rayon::prelude::*;
 
 use super::cpu::{fast_path, gemm, slice, uninit_vec, with_data, with_scratch};
-use super::im2col::{col2im, im2col, ConvGeom};
+use super::im2col::{col2im, col2im_rows, im2col, im2col_rows, ConvGeom};
 
 /// Aim for at least this many GEMM columns (output pixels) per call, batching small images.
 const TARGET_COLS: usize = 256;
 /// Cap on the elements of one im2col buffer (16 MiB of `f32`).
 const MAX_COL_ELEMS: usize = 4 << 20;
+/// Above this many elements (1 MiB of `f32`) one image's patch matrix is built and multiplied in
+/// tiles of output rows, each small enough to stay in the core's cache.
+const MAX_TILE_ELEMS: usize = 256 << 10;
+/// Output pixels per tile (whole output rows, at least one).
+const TILE_COLS: usize = 256;
 
 /// 2-D convolution (groups 1, dilation 1, no bias): a drop-in for
 /// `xs.conv2d(w, padding, stride, 1, 1)` with a fast CPU path.
@@ -112,6 +117,8 @@ struct Plan {
     nb: usize,
     gemm_threads: usize,
     groups: usize,
+    /// Output rows per patch-matrix tile when `nb` is 1.
+    tile_rows: usize,
 }
 
 /// Partial kernel gradients per backward pass (fixed, so that results do not depend on threads).
@@ -126,10 +133,16 @@ fn plan(g: &ConvGeom) -> Plan {
     let nb = by_cols.min(by_mem).min(by_groups).max(1);
     let chunks = g.b.div_ceil(nb);
     let gemm_threads = if chunks >= threads { 1 } else { threads };
+    let tile_rows = if nb == 1 && g.k() * g.p() > MAX_TILE_ELEMS {
+        (TILE_COLS / g.out_w.max(1)).clamp(1, g.out_h.max(1))
+    } else {
+        g.out_h.max(1)
+    };
     Plan {
         nb,
         gemm_threads,
         groups: GROUPS.min(chunks).max(1),
+        tile_rows,
     }
 }
 
@@ -149,19 +162,42 @@ impl<T: WithDType> Epilogue<'_, T> {
     /// at `r0`.
     #[inline]
     fn apply(&self, ys: &mut [T], c: usize, r0: usize) {
+        self.map(ys, None, c, r0);
+    }
+
+    /// [`Self::apply`] to the pixels `src`, written to `ys` (a copy and the epilogue in one
+    /// pass).
+    #[inline]
+    fn apply_from(&self, ys: &mut [T], src: &[T], c: usize, r0: usize) {
+        self.map(ys, Some(src), c, r0);
+    }
+
+    /// `ys = epilogue(src or ys)`.
+    #[inline]
+    fn map(&self, ys: &mut [T], src: Option<&[T]>, c: usize, r0: usize) {
         let zero = T::from_f64(0.0);
         let b = self.bias.map_or(zero, |b| b[c]);
         let relu = |v: T| if self.relu && v < zero { zero } else { v };
-        match self.residual {
-            Some(r) => {
-                let n = ys.len();
+        let n = ys.len();
+        match (self.residual, src) {
+            (Some(r), None) => {
                 for (y, &rv) in ys.iter_mut().zip(&r[r0..r0 + n]) {
                     *y = relu(*y + b + rv);
                 }
             }
-            None => {
+            (None, None) => {
                 for y in ys.iter_mut() {
                     *y = relu(*y + b);
+                }
+            }
+            (Some(r), Some(s)) => {
+                for ((y, &rv), &sv) in ys.iter_mut().zip(&r[r0..r0 + n]).zip(s) {
+                    *y = relu(sv + b + rv);
+                }
+            }
+            (None, Some(s)) => {
+                for (y, &sv) in ys.iter_mut().zip(s) {
+                    *y = relu(sv + b);
                 }
             }
         }
@@ -190,7 +226,13 @@ pub(crate) fn conv_fwd<T: WithDType>(
             let n = nbi * p;
             let direct = nbi == 1 && g.is_pointwise();
             let lens = [
-                if direct { 0 } else { k * n },
+                if direct {
+                    0
+                } else if nbi == 1 {
+                    k * pl.tile_rows.min(g.out_h) * g.out_w
+                } else {
+                    k * n
+                },
                 if nbi == 1 { 0 } else { c_out * n },
                 0,
             ];
@@ -198,29 +240,38 @@ pub(crate) fn conv_fwd<T: WithDType>(
                 let [col, tmp, _] = sc.get::<T>(lens);
                 let xs = &x[i0 * in_len..(i0 + nbi) * in_len];
                 if nbi == 1 {
-                    let rhs: &[T] = if g.is_pointwise() {
-                        xs
-                    } else {
-                        im2col(g, xs, col, n, 0);
-                        col
-                    };
-                    gemm(
-                        c_out,
-                        n,
-                        k,
-                        o,
-                        (n, 1),
-                        false,
-                        w,
-                        (k, 1),
-                        rhs,
-                        (n, 1),
-                        pl.gemm_threads,
-                    );
-                    if let Some(epi) = epi {
-                        for c in 0..c_out {
-                            epi.apply(&mut o[c * p..(c + 1) * p], c, i0 * out_len + c * p);
+                    // One image, its output rows in tiles of `pl.tile_rows` (the whole image
+                    // unless its patch matrix would not stay in cache).
+                    let mut oy0 = 0;
+                    while oy0 < g.out_h {
+                        let oy1 = (oy0 + pl.tile_rows).min(g.out_h);
+                        let (c0, cols) = (oy0 * g.out_w, (oy1 - oy0) * g.out_w);
+                        let (rhs, rs): (&[T], usize) = if g.is_pointwise() {
+                            (&xs[c0..], p)
+                        } else {
+                            im2col_rows(g, xs, col, cols, 0, (oy0, oy1));
+                            (&col[..k * cols], cols)
+                        };
+                        gemm(
+                            c_out,
+                            cols,
+                            k,
+                            &mut o[c0..],
+                            (p, 1),
+                            false,
+                            w,
+                            (k, 1),
+                            rhs,
+                            (rs, 1),
+                            pl.gemm_threads,
+                        );
+                        if let Some(epi) = epi {
+                            for c in 0..c_out {
+                                let at = c * p + c0;
+                                epi.apply(&mut o[at..at + cols], c, i0 * out_len + at);
+                            }
                         }
+                        oy0 = oy1;
                     }
                 } else {
                     for j in 0..nbi {
@@ -242,9 +293,12 @@ pub(crate) fn conv_fwd<T: WithDType>(
                     for j in 0..nbi {
                         for c in 0..c_out {
                             let dst = &mut o[j * out_len + c * p..j * out_len + (c + 1) * p];
-                            dst.copy_from_slice(&tmp[c * n + j * p..c * n + (j + 1) * p]);
-                            if let Some(epi) = epi {
-                                epi.apply(dst, c, (i0 + j) * out_len + c * p);
+                            let src = &tmp[c * n + j * p..c * n + (j + 1) * p];
+                            match epi {
+                                Some(epi) => {
+                                    epi.apply_from(dst, src, c, (i0 + j) * out_len + c * p)
+                                }
+                                None => dst.copy_from_slice(src),
                             }
                         }
                     }
@@ -281,13 +335,82 @@ pub(crate) fn conv_bwd<T: WithDType>(
             Vec::new()
         };
         let nmax = pl.nb * p;
+        // Columns of the patch-matrix buffers: one tile of rows, or `nb` whole images.
+        let (cmax, dyc_len) = if pl.nb == 1 {
+            (pl.tile_rows * g.out_w, 0)
+        } else {
+            (nmax, c_out * nmax)
+        };
         with_scratch(|sc| {
-            let [col, dcol, dyc] = sc.get::<T>([k * nmax, k * nmax, c_out * nmax]);
+            let [col, dcol, dyc] = sc.get::<T>([k * cmax, k * cmax, dyc_len]);
             let mut first = true;
             let mut i0 = img0;
             while i0 < img1 {
                 let nbi = pl.nb.min(img1 - i0);
                 let n = nbi * p;
+                if nbi == 1 && !g.is_pointwise() {
+                    // One image, in tiles of output rows (see `conv_fwd`).
+                    let dyi = &dy[i0 * out_len..(i0 + 1) * out_len];
+                    let mut dxi = dxp
+                        .as_deref_mut()
+                        .map(|d| &mut d[(i0 - img0) * in_len..(i0 - img0 + 1) * in_len]);
+                    if let Some(d) = dxi.as_deref_mut() {
+                        // col2im adds into dx: zero it first (dx is not zero-filled).
+                        d.fill(zero);
+                    }
+                    let mut oy0 = 0;
+                    while oy0 < g.out_h {
+                        let oy1 = (oy0 + pl.tile_rows).min(g.out_h);
+                        let (c0, cols) = (oy0 * g.out_w, (oy1 - oy0) * g.out_w);
+                        if let Some(d) = dxi.as_deref_mut() {
+                            // dcol = wᵀ (k, c_out) · dy[:, tile] (c_out, cols)
+                            let dcol = &mut dcol[..k * cols];
+                            gemm(
+                                k,
+                                cols,
+                                c_out,
+                                dcol,
+                                (cols, 1),
+                                false,
+                                w,
+                                (1, k),
+                                &dyi[c0..],
+                                (p, 1),
+                                pl.gemm_threads,
+                            );
+                            col2im_rows(g, dcol, cols, 0, (oy0, oy1), d);
+                        }
+                        if need_dw {
+                            let col = &mut col[..k * cols];
+                            im2col_rows(
+                                g,
+                                &x[i0 * in_len..(i0 + 1) * in_len],
+                                col,
+                                cols,
+                                0,
+                                (oy0, oy1),
+                            );
+                            // dw += dy[:, tile] (c_out, cols) · colᵀ (cols, k)
+                            gemm(
+                                c_out,
+                                k,
+                                cols,
+                                &mut dw,
+                                (k, 1),
+                                !first,
+                                &dyi[c0..],
+                                (p, 1),
+                                col,
+                                (1, cols),
+                                pl.gemm_threads,
+                            );
+                            first = false;
+                        }
+                        oy0 = oy1;
+                    }
+                    i0 += 1;
+                    continue;
+                }
                 let dyr: &[T] = if nbi == 1 {
                     &dy[i0 * out_len..(i0 + 1) * out_len]
                 } else {

@@ -63,28 +63,42 @@ impl ConvGeom {
 /// `col` (`k` rows of length `ld`): `col[(c, ki, kj), col0 + oy·out_w + ox] =
 /// x[c, oy·s + ki - pad, ox·s + kj - pad]`, zero outside the image.
 pub(crate) fn im2col<T: WithDType>(g: &ConvGeom, x: &[T], col: &mut [T], ld: usize, col0: usize) {
+    im2col_rows(g, x, col, ld, col0, (0, g.out_h));
+}
+
+/// [`im2col`] for the output rows `oy0..oy1` only: their `(oy1 - oy0)·out_w` columns go to
+/// `col0..` of `col` (a tile of the patch matrix small enough to stay in cache).
+pub(crate) fn im2col_rows<T: WithDType>(
+    g: &ConvGeom,
+    x: &[T],
+    col: &mut [T],
+    ld: usize,
+    col0: usize,
+    (oy0, oy1): (usize, usize),
+) {
     let zero = T::from_f64(0.0);
-    let p = g.p();
+    let cols = (oy1 - oy0) * g.out_w;
     for c in 0..g.c_in {
         let xc = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for ki in 0..g.k_h {
-            let (oy_lo, oy_hi) = g.valid(ki, g.h, g.out_h);
+            let (oy_lo, oy_hi) = clip(g.valid(ki, g.h, g.out_h), (oy0, oy1));
             for kj in 0..g.k_w {
                 let (ox_lo, ox_hi) = g.valid(kj, g.w, g.out_w);
                 let row = (c * g.k_h + ki) * g.k_w + kj;
-                let dst = &mut col[row * ld + col0..row * ld + col0 + p];
-                dst[..oy_lo * g.out_w].fill(zero);
-                dst[oy_hi * g.out_w..].fill(zero);
+                let dst = &mut col[row * ld + col0..row * ld + col0 + cols];
+                dst[..(oy_lo - oy0) * g.out_w].fill(zero);
+                dst[(oy_hi - oy0) * g.out_w..].fill(zero);
                 if oy_hi <= oy_lo {
                     continue;
                 }
                 if g.stride == 1 && g.out_w == g.w {
-                    shifted_rows(g, xc, dst, (oy_lo, oy_hi), (ox_lo, ox_hi), ki, kj);
+                    let block = &mut dst[(oy_lo - oy0) * g.w..(oy_hi - oy0) * g.w];
+                    shifted_rows(g, xc, block, oy_lo, (ox_lo, ox_hi), ki, kj);
                     continue;
                 }
                 for oy in oy_lo..oy_hi {
                     let iy = oy * g.stride + ki - g.padding;
-                    let d = &mut dst[oy * g.out_w..(oy + 1) * g.out_w];
+                    let d = &mut dst[(oy - oy0) * g.out_w..(oy - oy0 + 1) * g.out_w];
                     d[..ox_lo].fill(zero);
                     d[ox_hi..].fill(zero);
                     if ox_hi > ox_lo {
@@ -104,22 +118,27 @@ pub(crate) fn im2col<T: WithDType>(g: &ConvGeom, x: &[T], col: &mut [T], ld: usi
     }
 }
 
-/// Rows `oy_lo..oy_hi` of one patch-matrix row when the stride is 1 and the output is as wide as
-/// the input: they are one contiguous run of the channel `xc`, shifted by
-/// `(ki - padding)·w + kj - padding`, so they are copied in one block and the columns outside
-/// `ox_lo..ox_hi` (which the block fills with neighbouring pixels) are zeroed afterwards.
+/// The valid range `(lo, hi)` cut to the rows `oy0..oy1` (empty ranges as `(x, x)` inside them).
+fn clip((lo, hi): (usize, usize), (oy0, oy1): (usize, usize)) -> (usize, usize) {
+    let lo = lo.clamp(oy0, oy1);
+    (lo, hi.clamp(lo, oy1))
+}
+
+/// The rows `oy_lo..` of one patch-matrix row (`block`, whole output rows) when the stride is 1
+/// and the output is as wide as the input: they are one contiguous run of the channel `xc`,
+/// shifted by `(ki - padding)·w + kj - padding`, so they are copied in one block and the columns
+/// outside `ox_lo..ox_hi` (which the block fills with neighbouring pixels) are zeroed afterwards.
 fn shifted_rows<T: WithDType>(
     g: &ConvGeom,
     xc: &[T],
-    dst: &mut [T],
-    (oy_lo, oy_hi): (usize, usize),
+    block: &mut [T],
+    oy_lo: usize,
     (ox_lo, ox_hi): (usize, usize),
     ki: usize,
     kj: usize,
 ) {
     let zero = T::from_f64(0.0);
     let w = g.w;
-    let block = &mut dst[oy_lo * w..oy_hi * w];
     // block[j] = xc[start + j], start = (oy_lo + ki - padding)·w + kj - padding (may be < 0).
     let start = ((oy_lo + ki - g.padding) * w + kj) as isize - g.padding as isize;
     let len = block.len() as isize;
@@ -150,21 +169,35 @@ fn shifted_rows<T: WithDType>(
 /// The adjoint of [`im2col`]: adds columns `col0..col0 + p` of `col` into the image `dx`
 /// (`c_in, h, w`).
 pub(crate) fn col2im<T: WithDType>(g: &ConvGeom, col: &[T], ld: usize, col0: usize, dx: &mut [T]) {
-    let p = g.p();
+    col2im_rows(g, col, ld, col0, (0, g.out_h), dx);
+}
+
+/// The adjoint of [`im2col_rows`]: adds the columns of the output rows `oy0..oy1`, found at
+/// `col0..` of `col`, into the image `dx` (`c_in, h, w`).
+pub(crate) fn col2im_rows<T: WithDType>(
+    g: &ConvGeom,
+    col: &[T],
+    ld: usize,
+    col0: usize,
+    (oy0, oy1): (usize, usize),
+    dx: &mut [T],
+) {
+    let cols = (oy1 - oy0) * g.out_w;
     for c in 0..g.c_in {
         let dxc = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
         for ki in 0..g.k_h {
-            let (oy_lo, oy_hi) = g.valid(ki, g.h, g.out_h);
+            let (oy_lo, oy_hi) = clip(g.valid(ki, g.h, g.out_h), (oy0, oy1));
             for kj in 0..g.k_w {
                 let (ox_lo, ox_hi) = g.valid(kj, g.w, g.out_w);
                 if ox_hi <= ox_lo {
                     continue;
                 }
                 let row = (c * g.k_h + ki) * g.k_w + kj;
-                let src = &col[row * ld + col0..row * ld + col0 + p];
+                let src = &col[row * ld + col0..row * ld + col0 + cols];
                 for oy in oy_lo..oy_hi {
                     let iy = oy * g.stride + ki - g.padding;
-                    let s = &src[oy * g.out_w + ox_lo..oy * g.out_w + ox_hi];
+                    let r = (oy - oy0) * g.out_w;
+                    let s = &src[r + ox_lo..r + ox_hi];
                     let ix0 = ox_lo * g.stride + kj - g.padding;
                     let d = &mut dxc[iy * g.w..(iy + 1) * g.w];
                     if g.stride == 1 {
