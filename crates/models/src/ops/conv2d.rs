@@ -308,8 +308,66 @@ pub(crate) fn conv_fwd<T: WithDType>(
     out
 }
 
-/// Input and kernel gradients in one sweep over the batch; each is computed only if asked for.
+/// The input gradient of a stride-1 convolution with a square kernel (`padding ≤ K - 1`), as a
+/// convolution of the output gradient, or `None` for other convolutions.
+///
+/// `dx[c, y, x] = Σ_{o, i, j} w[o, c, i, j] · dy[o, y + pad - i, x + pad - j]` is the convolution of
+/// `dy` (`c_out` channels) with padding `K - 1 - pad` and the kernel `w'[c, o, i, j] =
+/// w[o, c, K-1-i, K-1-j]` (transposed and flipped): one GEMM whose reduction runs over
+/// `c_out·K·K` and whose result is `dx` itself, where the transposed GEMM of [`conv_bwd`] writes
+/// a `K·K` times larger patch-matrix gradient for col2im to scatter back.
+fn dx_as_conv<T: WithDType>(g: &ConvGeom, w: &[T], dy: &[T]) -> Option<Vec<T>> {
+    if g.stride != 1 || g.k_h != g.k_w || g.padding >= g.k_h || g.is_pointwise() {
+        return None;
+    }
+    let kk = g.k_h * g.k_w;
+    let mut wt = uninit_vec::<T>(w.len());
+    for o in 0..g.c_out {
+        for c in 0..g.c_in {
+            let src = &w[(o * g.c_in + c) * kk..(o * g.c_in + c + 1) * kk];
+            let dst = &mut wt[(c * g.c_out + o) * kk..(c * g.c_out + o + 1) * kk];
+            for (d, &v) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = v;
+            }
+        }
+    }
+    let gt = ConvGeom {
+        b: g.b,
+        c_in: g.c_out,
+        h: g.out_h,
+        w: g.out_w,
+        c_out: g.c_in,
+        k_h: g.k_h,
+        k_w: g.k_w,
+        stride: 1,
+        padding: g.k_h - 1 - g.padding,
+        out_h: g.h,
+        out_w: g.w,
+    };
+    Some(conv_fwd(&gt, dy, &wt, None))
+}
+
+/// Input and kernel gradients, each only if asked for: the input gradient of a stride-1
+/// convolution as a convolution ([`dx_as_conv`]), otherwise both in one sweep over the batch.
 pub(crate) fn conv_bwd<T: WithDType>(
+    g: &ConvGeom,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    need_dx: bool,
+    need_dw: bool,
+) -> (Option<Vec<T>>, Option<Vec<T>>) {
+    if need_dx {
+        if let Some(dx) = dx_as_conv(g, w, dy) {
+            let (_, dw) = conv_bwd_sweep(g, x, w, dy, false, need_dw);
+            return (Some(dx), dw);
+        }
+    }
+    conv_bwd_sweep(g, x, w, dy, need_dx, need_dw)
+}
+
+/// Input and kernel gradients in one sweep over the batch (input gradient by GEMM + col2im).
+fn conv_bwd_sweep<T: WithDType>(
     g: &ConvGeom,
     x: &[T],
     w: &[T],
