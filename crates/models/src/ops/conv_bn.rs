@@ -171,10 +171,11 @@ fn folded<T: WithDType>(
     let k = g.k();
     let wf: Vec<T> = with_data::<T, _>(w, |wd| {
         let mut wf = uninit_vec::<T>(wd.len());
-        // A plain loop (the compiler vectorises it), each product rounded once from f64.
+        // A plain loop in T (the compiler vectorises it; the scale is rounded to T first).
         for ((dst, row), &s) in wf.chunks_mut(k).zip(wd.chunks(k)).zip(scale) {
+            let s = T::from_f64(s);
             for (d, &v) in dst.iter_mut().zip(row) {
-                *d = T::from_f64(v.to_f64() * s);
+                *d = v * s;
             }
         }
         Ok(wf)

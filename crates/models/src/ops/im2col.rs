@@ -86,8 +86,8 @@ pub(crate) fn im2col_rows<T: WithDType>(
                 let (ox_lo, ox_hi) = g.valid(kj, g.w, g.out_w);
                 let row = (c * g.k_h + ki) * g.k_w + kj;
                 let dst = &mut col[row * ld + col0..row * ld + col0 + cols];
-                dst[..(oy_lo - oy0) * g.out_w].fill(zero);
-                dst[(oy_hi - oy0) * g.out_w..].fill(zero);
+                zero_run(&mut dst[..(oy_lo - oy0) * g.out_w]);
+                zero_run(&mut dst[(oy_hi - oy0) * g.out_w..]);
                 if oy_hi <= oy_lo {
                     continue;
                 }
@@ -118,6 +118,17 @@ pub(crate) fn im2col_rows<T: WithDType>(
     }
 }
 
+/// Zeroes `run`: usually empty or one pixel, so a store or nothing rather than a `memset` call.
+#[inline]
+fn zero_run<T: WithDType>(run: &mut [T]) {
+    let zero = T::from_f64(0.0);
+    match run.len() {
+        0 => {}
+        1 => run[0] = zero,
+        _ => run.fill(zero),
+    }
+}
+
 /// The valid range `(lo, hi)` cut to the rows `oy0..oy1` (empty ranges as `(x, x)` inside them).
 fn clip((lo, hi): (usize, usize), (oy0, oy1): (usize, usize)) -> (usize, usize) {
     let lo = lo.clamp(oy0, oy1);
@@ -137,27 +148,20 @@ fn shifted_rows<T: WithDType>(
     ki: usize,
     kj: usize,
 ) {
-    let zero = T::from_f64(0.0);
     let w = g.w;
     // block[j] = xc[start + j], start = (oy_lo + ki - padding)·w + kj - padding (may be < 0).
     let start = ((oy_lo + ki - g.padding) * w + kj) as isize - g.padding as isize;
     let len = block.len() as isize;
     let j0 = (-start).clamp(0, len) as usize;
     let j1 = (xc.len() as isize - start).clamp(j0 as isize, len) as usize;
-    block[..j0].fill(zero);
+    zero_run(&mut block[..j0]);
     if j1 > j0 {
         // start + j0 ≥ 0 here: j0 < len means j0 = max(0, -start).
         let s0 = (start + j0 as isize) as usize;
         block[j0..j1].copy_from_slice(&xc[s0..s0 + (j1 - j0)]);
     }
-    block[j1..].fill(zero);
+    zero_run(&mut block[j1..]);
     if ox_lo > 0 || ox_hi < w {
-        // Usually one pixel on each side: a store, not a `memset` call per row.
-        let zero_run = |run: &mut [T]| match run.len() {
-            0 => {}
-            1 => run[0] = zero,
-            _ => run.fill(zero),
-        };
         for r in block.chunks_exact_mut(w) {
             let (head, rest) = r.split_at_mut(ox_lo);
             zero_run(head);
