@@ -245,22 +245,40 @@ pub(crate) struct BnOp {
     stats: Arc<OnceLock<Stats>>,
 }
 
-/// `(Σ (x - shift), Σ (x - shift)²)` over a slice, in eight independent lanes.
+/// Independent partial sums per reduction (one SIMD register of `f32`).
+const LANES: usize = 16;
+/// Elements masked at a time into a stack buffer by [`grad_sums`].
+const BLOCK: usize = 256;
+
+/// `xs` cut at the last multiple of [`LANES`].
+fn split_lanes<T>(xs: &[T]) -> (&[T], &[T]) {
+    xs.split_at(xs.len() / LANES * LANES)
+}
+
+/// `(Σ (x - shift), Σ (x - shift)²)` over a slice, each in [`LANES`] independent lanes.
+///
+/// One reduction per loop: a loop that updates two lane arrays at once is not vectorised by
+/// the compiler (it pairs the two sums instead), two loops over the same (cached) slice are.
 fn shifted_sums<T: WithDType>(xs: &[T], shift: T) -> (f64, f64) {
     let zero = T::from_f64(0.0);
-    let mut s1 = [zero; 8];
-    let mut s2 = [zero; 8];
-    let chunks = xs.chunks_exact(8);
-    let rest = chunks.remainder();
-    for ch in chunks {
-        for l in 0..8 {
+    let (body, rest) = split_lanes(xs);
+    let mut s1 = [zero; LANES];
+    for ch in body.chunks_exact(LANES) {
+        let ch = &ch[..LANES];
+        for l in 0..LANES {
+            s1[l] += ch[l] - shift;
+        }
+    }
+    let mut s2 = [zero; LANES];
+    for ch in body.chunks_exact(LANES) {
+        let ch = &ch[..LANES];
+        for l in 0..LANES {
             let d = ch[l] - shift;
-            s1[l] += d;
             s2[l] += d * d;
         }
     }
     let (mut a, mut b) = (0f64, 0f64);
-    for l in 0..8 {
+    for l in 0..LANES {
         a += s1[l].to_f64();
         b += s2[l].to_f64();
     }
@@ -355,32 +373,49 @@ fn image_chunks<T: WithDType>(
     }
 }
 
-/// `(Σ dy', Σ dy' · (x - mean))` over one channel of one image, in eight independent lanes,
-/// where `dy'` is `dy` through the ReLU mask.
+/// `(Σ dy', Σ dy' · (x - mean))` over one channel of one image, each in [`LANES`] independent
+/// lanes, where `dy'` is `dy` through the ReLU mask.
+///
+/// The mask is applied in a separate loop, [`BLOCK`] elements at a time, into a stack buffer,
+/// and each sum has a loop of its own: that is what the compiler vectorises (see
+/// [`shifted_sums`]).
 fn grad_sums<T: WithDType>(dy: &[T], y: &[T], x: &[T], mean: T, relu: bool) -> (f64, f64) {
     let zero = T::from_f64(0.0);
-    let (mut a1, mut a2) = ([zero; 8], [zero; 8]);
-    let n = dy.len() / 8 * 8;
-    for ((d8, y8), x8) in dy[..n]
-        .chunks_exact(8)
-        .zip(y[..n].chunks_exact(8))
-        .zip(x[..n].chunks_exact(8))
-    {
-        for l in 0..8 {
-            let d = masked(relu, d8[l], y8[l]);
-            a1[l] += d;
-            a2[l] += d * (x8[l] - mean);
+    let mut buf = [zero; BLOCK];
+    let (mut a1, mut a2) = ([zero; LANES], [zero; LANES]);
+    let (mut s1, mut s2) = (0f64, 0f64);
+    for ((dyb, yb), xb) in dy.chunks(BLOCK).zip(y.chunks(BLOCK)).zip(x.chunks(BLOCK)) {
+        let d: &[T] = if relu {
+            let t = &mut buf[..dyb.len()];
+            for ((t, &dv), &yv) in t.iter_mut().zip(dyb).zip(yb) {
+                *t = masked(true, dv, yv);
+            }
+            t
+        } else {
+            dyb
+        };
+        let (dc, drest) = split_lanes(d);
+        let (xc, xrest) = split_lanes(xb);
+        for ch in dc.chunks_exact(LANES) {
+            let ch = &ch[..LANES];
+            for l in 0..LANES {
+                a1[l] += ch[l];
+            }
+        }
+        for (ch, xv) in dc.chunks_exact(LANES).zip(xc.chunks_exact(LANES)) {
+            let (ch, xv) = (&ch[..LANES], &xv[..LANES]);
+            for l in 0..LANES {
+                a2[l] += ch[l] * (xv[l] - mean);
+            }
+        }
+        for (&dv, &xv) in drest.iter().zip(xrest) {
+            s1 += dv.to_f64();
+            s2 += (dv * (xv - mean)).to_f64();
         }
     }
-    let (mut s1, mut s2) = (0f64, 0f64);
-    for l in 0..8 {
+    for l in 0..LANES {
         s1 += a1[l].to_f64();
         s2 += a2[l].to_f64();
-    }
-    for ((&d, &yv), &xv) in dy[n..].iter().zip(&y[n..]).zip(&x[n..]) {
-        let d = masked(relu, d, yv);
-        s1 += d.to_f64();
-        s2 += (d * (xv - mean)).to_f64();
     }
     (s1, s2)
 }
