@@ -270,7 +270,27 @@ fn main() -> Result<()> {
         }
     }
 
+    // All convolution rows of one pass together: total GFLOP over total time, as a share of the
+    // SGEMM rate (each layer kind once, not weighted by how often a network uses it).
+    let total = |pass: &str| {
+        let (g, t) = rows
+            .iter()
+            .filter(|r| r.pass == pass && r.gflop > 0.0)
+            .filter_map(|r| r.fast.map(|f| (r.gflop, f)))
+            .fold((0.0, 0.0), |(g, t), (rg, rf)| (g + rg, t + rf));
+        (t > 0.0).then(|| g / t)
+    };
+    let conv_totals: Vec<(&str, f64)> = ["fwd", "fwd+bwd"]
+        .into_iter()
+        .filter_map(|p| total(p).map(|r| (p, r)))
+        .collect();
     println!("batch {b}, {threads} threads, median of {} runs; 2048³ SGEMM through gemm: {peak:.1} GFLOP/s", a.reps);
+    for (pass, rate) in &conv_totals {
+        println!(
+            "all convolution rows, {pass}: {rate:.1} GFLOP/s, {:.0}% of SGEMM",
+            100.0 * rate / peak
+        );
+    }
     println!();
     println!("| kernel | pass | stock ms | fast ms | speed-up | fast GFLOP/s | % of SGEMM |");
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
