@@ -576,25 +576,48 @@ fn conv_bwd_sweep<T: WithDType>(
     } else {
         (None, Vec::new())
     };
-    let dw = need_dw.then(|| {
-        // The partial sums are column-major, (k, c_out): the GEMM runs about 35% faster with
-        // that destination (measured on the 64 -> 64 3x3 layer). Summed, then transposed.
-        let mut parts = partials.into_iter();
-        let mut dwt = parts.next().unwrap_or_else(|| vec![zero; c_out * k]);
-        for part in parts {
-            for (a, b) in dwt.iter_mut().zip(&part) {
-                *a += *b;
-            }
-        }
-        let mut dw = uninit_vec::<T>(c_out * k);
-        for (j, col) in dwt.chunks_exact(c_out).enumerate() {
-            for (o, &v) in col.iter().enumerate() {
-                dw[o * k + j] = v;
-            }
-        }
-        dw
-    });
+    let dw = need_dw.then(|| sum_transposed(&partials, c_out, k));
     (dx, dw)
+}
+
+/// Output channels per task of [`sum_transposed`].
+const SUM_BLOCK: usize = 16;
+
+/// `dw (c_out, k)` from the column-major `(k, c_out)` partial kernel gradients (the layout the
+/// GEMM runs fastest with: about 35% faster on the 64 -> 64 3x3 layer), summed in their order
+/// and transposed in one pass, in parallel over blocks of output channels: each block reads 16
+/// contiguous values per row of every partial and writes 16 rows.
+fn sum_transposed<T: WithDType>(partials: &[Vec<T>], c_out: usize, k: usize) -> Vec<T> {
+    let zero = T::from_f64(0.0);
+    let mut dw = uninit_vec::<T>(c_out * k);
+    if dw.is_empty() {
+        return dw;
+    }
+    dw.par_chunks_mut(SUM_BLOCK * k)
+        .enumerate()
+        .for_each(|(bi, rows)| {
+            let o0 = bi * SUM_BLOCK;
+            let nb = rows.len() / k;
+            let mut acc = [zero; SUM_BLOCK];
+            for j in 0..k {
+                let acc = &mut acc[..nb];
+                match partials.split_first() {
+                    Some((first, rest)) => {
+                        acc.copy_from_slice(&first[j * c_out + o0..][..nb]);
+                        for part in rest {
+                            for (a, &v) in acc.iter_mut().zip(&part[j * c_out + o0..][..nb]) {
+                                *a += v;
+                            }
+                        }
+                    }
+                    None => acc.fill(zero),
+                }
+                for (r, &v) in acc.iter().enumerate() {
+                    rows[r * k + j] = v;
+                }
+            }
+        });
+    dw
 }
 
 impl Conv2dOp {
