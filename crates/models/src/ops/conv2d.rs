@@ -26,11 +26,13 @@ const TILE_COLS: usize = 256;
 /// (zero outside the image), as `torch.nn.functional.conv2d`.
 ///
 /// On CPU with `f32`/`f64` the forward pass is im2col + GEMM (the `gemm` crate candle uses),
-/// small images batched so that each GEMM has at least a few hundred columns; the backward
-/// pass computes the input gradient as GEMM + col2im and the kernel gradient as one GEMM per
-/// chunk of images on the recomputed im2col buffer, both in one sweep, and skips either
-/// gradient when its tensor does not track one (e.g. the first layer's input). Other devices
-/// and dtypes call the stock candle op.
+/// small images batched so that each GEMM has at least a few hundred columns and large ones cut
+/// into tiles of output rows whose patch matrix stays in cache. The backward pass computes the
+/// input gradient of a stride-1 convolution with a square kernel as the convolution of the
+/// output gradient with the transposed, flipped kernel, and otherwise as GEMM + col2im; the
+/// kernel gradient as one GEMM per chunk of images (or tile) on the recomputed im2col buffer.
+/// It skips either gradient when its tensor does not track one (e.g. the first layer's input).
+/// Other devices and dtypes call the stock candle op.
 ///
 /// **The argument order is candle's: `padding` before `stride`.**
 ///
