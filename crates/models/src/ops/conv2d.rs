@@ -7,7 +7,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Ten
 use rayon::prelude::*;
 
 use super::cpu::{fast_path, gemm, slice, uninit_vec, with_data, with_scratch};
-use super::im2col::{col2im, col2im_rows, im2col, im2col_rows, ConvGeom};
+use super::im2col::{col2im_rows, im2col, im2col_rows, ConvGeom};
 
 /// Aim for at least this many GEMM columns (output pixels) per call, batching small images.
 const TARGET_COLS: usize = 256;
@@ -407,148 +407,108 @@ fn conv_bwd_sweep<T: WithDType>(
             let mut i0 = img0;
             while i0 < img1 {
                 let nbi = pl.nb.min(img1 - i0);
-                let n = nbi * p;
-                if nbi == 1 && !g.is_pointwise() {
-                    // One image, in tiles of output rows (see `conv_fwd`).
-                    let dyi = &dy[i0 * out_len..(i0 + 1) * out_len];
-                    let mut dxi = dxp
-                        .as_deref_mut()
-                        .map(|d| &mut d[(i0 - img0) * in_len..(i0 - img0 + 1) * in_len]);
-                    if let Some(d) = dxi.as_deref_mut() {
-                        // col2im adds into dx: zero it first (dx is not zero-filled).
-                        d.fill(zero);
-                    }
-                    let mut oy0 = 0;
-                    while oy0 < g.out_h {
-                        let oy1 = (oy0 + pl.tile_rows).min(g.out_h);
-                        let (c0, cols) = (oy0 * g.out_w, (oy1 - oy0) * g.out_w);
-                        if let Some(d) = dxi.as_deref_mut() {
-                            // dcol = wᵀ (k, c_out) · dy[:, tile] (c_out, cols)
-                            let dcol = &mut dcol[..k * cols];
+                let xs = &x[i0 * in_len..(i0 + nbi) * in_len];
+                let mut dxc = dxp
+                    .as_deref_mut()
+                    .map(|d| &mut d[(i0 - img0) * in_len..(i0 - img0 + nbi) * in_len]);
+                // A 1x1 stride-1 convolution of one image needs no patch matrix: its input and
+                // input gradient are the GEMM operand and result themselves.
+                let direct = nbi == 1 && g.is_pointwise();
+                if let Some(d) = dxc.as_deref_mut().filter(|_| !direct) {
+                    // col2im adds into dx: zero this chunk first (dx is not zero-filled).
+                    d.fill(zero);
+                }
+                // Segments of output rows: one image in tiles (see `conv_fwd`), or `nbi` whole
+                // images at once.
+                let rows = if nbi == 1 && !direct {
+                    pl.tile_rows
+                } else {
+                    g.out_h
+                };
+                let mut oy0 = 0;
+                while oy0 < g.out_h {
+                    let oy1 = (oy0 + rows).min(g.out_h);
+                    // Output pixels of the segment per image, their offset, all of them.
+                    let (c0, cols) = (oy0 * g.out_w, (oy1 - oy0) * g.out_w);
+                    let n = nbi * cols;
+                    // dy of the segment as a (c_out, n) matrix with row stride `dy_rs`.
+                    let (dys, dy_rs): (&[T], usize) = if nbi == 1 {
+                        (&dy[i0 * out_len + c0..(i0 + 1) * out_len], p)
+                    } else {
+                        let dyc = &mut dyc[..c_out * n];
+                        for j in 0..nbi {
+                            for c in 0..c_out {
+                                let src = (i0 + j) * out_len + c * p;
+                                dyc[c * n + j * p..c * n + (j + 1) * p]
+                                    .copy_from_slice(&dy[src..src + p]);
+                            }
+                        }
+                        (dyc, n)
+                    };
+                    if let Some(d) = dxc.as_deref_mut() {
+                        if direct {
+                            // dx = wᵀ · dy, straight into the image.
                             gemm(
                                 k,
                                 cols,
                                 c_out,
-                                dcol,
-                                (cols, 1),
+                                &mut d[c0..],
+                                (p, 1),
                                 false,
                                 w,
                                 (1, k),
-                                &dyi[c0..],
-                                (p, 1),
+                                dys,
+                                (dy_rs, 1),
                                 pl.gemm_threads,
                             );
-                            col2im_rows(g, dcol, cols, 0, (oy0, oy1), d);
-                        }
-                        if need_dw {
-                            let col = &mut col[..k * cols];
-                            im2col_rows(
-                                g,
-                                &x[i0 * in_len..(i0 + 1) * in_len],
-                                col,
-                                cols,
-                                0,
-                                (oy0, oy1),
-                            );
-                            // dw += dy[:, tile] (c_out, cols) · colᵀ (cols, k)
+                        } else {
+                            // dcol = wᵀ (k, c_out) · dy (c_out, n), scattered back by col2im.
+                            let dcol = &mut dcol[..k * n];
                             gemm(
-                                c_out,
                                 k,
-                                cols,
-                                &mut dw,
-                                (1, c_out),
-                                !first,
-                                &dyi[c0..],
-                                (p, 1),
-                                col,
-                                (1, cols),
+                                n,
+                                c_out,
+                                dcol,
+                                (n, 1),
+                                false,
+                                w,
+                                (1, k),
+                                dys,
+                                (dy_rs, 1),
                                 pl.gemm_threads,
                             );
-                            first = false;
-                        }
-                        oy0 = oy1;
-                    }
-                    i0 += 1;
-                    continue;
-                }
-                let dyr: &[T] = if nbi == 1 {
-                    &dy[i0 * out_len..(i0 + 1) * out_len]
-                } else {
-                    let dyc = &mut dyc[..c_out * n];
-                    for j in 0..nbi {
-                        for c in 0..c_out {
-                            let src = (i0 + j) * out_len + c * p;
-                            dyc[c * n + j * p..c * n + (j + 1) * p]
-                                .copy_from_slice(&dy[src..src + p]);
+                            for (j, dj) in d.chunks_exact_mut(in_len).enumerate() {
+                                col2im_rows(g, dcol, n, j * cols, (oy0, oy1), dj);
+                            }
                         }
                     }
-                    dyc
-                };
-                if let Some(dxp) = dxp.as_deref_mut() {
-                    let dxc = &mut dxp[(i0 - img0) * in_len..(i0 - img0 + nbi) * in_len];
-                    if nbi == 1 && g.is_pointwise() {
-                        // dx = wᵀ · dy, straight into the image.
+                    if need_dw {
+                        let (cs, cs_rs): (&[T], usize) = if direct {
+                            (&xs[c0..], p)
+                        } else {
+                            let col = &mut col[..k * n];
+                            for (j, xj) in xs.chunks_exact(in_len).enumerate() {
+                                im2col_rows(g, xj, col, n, j * cols, (oy0, oy1));
+                            }
+                            (col, n)
+                        };
+                        // dw += dy (c_out, n) · colᵀ (n, k)
                         gemm(
+                            c_out,
                             k,
                             n,
-                            c_out,
-                            dxc,
-                            (n, 1),
-                            false,
-                            w,
-                            (1, k),
-                            dyr,
-                            (n, 1),
+                            &mut dw,
+                            (1, c_out),
+                            !first,
+                            dys,
+                            (dy_rs, 1),
+                            cs,
+                            (1, cs_rs),
                             pl.gemm_threads,
                         );
-                    } else {
-                        let dcol = &mut dcol[..k * n];
-                        gemm(
-                            k,
-                            n,
-                            c_out,
-                            dcol,
-                            (n, 1),
-                            false,
-                            w,
-                            (1, k),
-                            dyr,
-                            (n, 1),
-                            pl.gemm_threads,
-                        );
-                        // col2im adds into dx: zero this chunk first (dx is not zero-filled).
-                        dxc.fill(zero);
-                        for j in 0..nbi {
-                            col2im(g, dcol, n, j * p, &mut dxc[j * in_len..(j + 1) * in_len]);
-                        }
+                        first = false;
                     }
-                }
-                if need_dw {
-                    let xs = &x[i0 * in_len..(i0 + nbi) * in_len];
-                    let cols: &[T] = if nbi == 1 && g.is_pointwise() {
-                        xs
-                    } else {
-                        let col = &mut col[..k * n];
-                        for j in 0..nbi {
-                            im2col(g, &xs[j * in_len..(j + 1) * in_len], col, n, j * p);
-                        }
-                        col
-                    };
-                    // dw += dy (c_out, n) · colᵀ (n, k)
-                    gemm(
-                        c_out,
-                        k,
-                        n,
-                        &mut dw,
-                        (1, c_out),
-                        !first,
-                        dyr,
-                        (n, 1),
-                        cols,
-                        (1, n),
-                        pl.gemm_threads,
-                    );
-                    first = false;
+                    oy0 = oy1;
                 }
                 i0 += nbi;
             }

@@ -170,12 +170,6 @@ fn shifted_rows<T: WithDType>(
     }
 }
 
-/// The adjoint of [`im2col`]: adds columns `col0..col0 + p` of `col` into the image `dx`
-/// (`c_in, h, w`).
-pub(crate) fn col2im<T: WithDType>(g: &ConvGeom, col: &[T], ld: usize, col0: usize, dx: &mut [T]) {
-    col2im_rows(g, col, ld, col0, (0, g.out_h), dx);
-}
-
 /// The adjoint of [`im2col_rows`]: adds the columns of the output rows `oy0..oy1`, found at
 /// `col0..` of `col`, into the image `dx` (`c_in, h, w`).
 pub(crate) fn col2im_rows<T: WithDType>(
