@@ -76,17 +76,7 @@ fn check(
     };
     let e = common::rel_err_floor1(&fast, &stock)?;
     assert!(e < tol, "forward {what}: rel err {e}");
-    for (name, a, b) in [
-        (
-            "running_mean",
-            bn_fast.running_mean(),
-            bn_stock.running_mean(),
-        ),
-        ("running_var", bn_fast.running_var(), bn_stock.running_var()),
-    ] {
-        let e = common::rel_err_floor1(a, b)?;
-        assert!(e < tol, "{name} {what}: rel err {e}");
-    }
+    common::assert_running_stats_close(&bn_fast, &bn_stock, tol, &what)?;
 
     let up = common::randn(rng, dims, dtype, 0.0, 1.0)?;
     let g_fast = (fast * &up)?.sum_all()?.backward()?;

@@ -141,29 +141,36 @@ fn conv2d_bn_eval_matches_stock_on_random_shapes() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn conv2d_bn_eval_matches_stock_on_resnet_shapes() -> Result<()> {
-    // The CIFAR ResNets' layers at a batch large enough to group small maps into one GEMM, and
-    // a 32-channel 31x31 map whose patch matrix is cut into tiles of output rows (k·p > 256 Ki).
-    let mut rng = ChaCha8Rng::seed_from_u64(22);
-    for (b, c_in, hw, c_out, k, stride, padding) in [
+/// The CIFAR ResNets' layer kinds (3x3 stem, 3x3 stride 1 and 2, 1x1 stride 2 and 1) at a batch
+/// large enough to group small maps into one GEMM, and a 32-channel 31x31 map whose patch matrix
+/// is cut into tiles of output rows (k·p > 256 Ki).
+fn resnet_cases() -> Vec<Case> {
+    [
         (4, 3, 32, 16, 3, 1, 1),
         (2, 32, 31, 8, 3, 1, 1),
         (6, 16, 16, 32, 3, 2, 1),
         (6, 16, 16, 32, 1, 2, 0),
         (12, 32, 4, 64, 3, 1, 1),
         (12, 32, 8, 64, 1, 1, 0),
-    ] {
-        let c = Case {
-            b,
-            c_in,
-            h: hw,
-            w: hw,
-            c_out,
-            k,
-            stride,
-            padding,
-        };
+    ]
+    .into_iter()
+    .map(|(b, c_in, hw, c_out, k, stride, padding)| Case {
+        b,
+        c_in,
+        h: hw,
+        w: hw,
+        c_out,
+        k,
+        stride,
+        padding,
+    })
+    .collect()
+}
+
+#[test]
+fn conv2d_bn_eval_matches_stock_on_resnet_shapes() -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(22);
+    for c in resnet_cases() {
         check(&mut rng, &c, DType::F32, 1e-5)?;
     }
     Ok(())
@@ -302,17 +309,7 @@ fn check_train(rng: &mut ChaCha8Rng, c: &Case, dtype: DType, tol: f64) -> Result
         let stock = if relu { stock.relu()? } else { stock };
         let e = common::rel_err_floor1(&fast, &stock)?;
         assert!(e < tol, "forward {what}: rel err {e}");
-        for (name, a, b) in [
-            (
-                "running_mean",
-                bn_fast.running_mean(),
-                bn_stock.running_mean(),
-            ),
-            ("running_var", bn_fast.running_var(), bn_stock.running_var()),
-        ] {
-            let e = common::rel_err_floor1(a, b)?;
-            assert!(e < tol, "{name} {what}: rel err {e}");
-        }
+        common::assert_running_stats_close(&bn_fast, &bn_stock, tol, &what)?;
         let up = common::randn(rng, &c.out_dims(), dtype, 0.0, 1.0)?;
         let g_fast = (fast * &up)?.sum_all()?.backward()?;
         let g_stock = (stock * &up)?.sum_all()?.backward()?;
@@ -355,25 +352,8 @@ fn conv2d_bn_train_matches_stock_on_random_shapes() -> Result<()> {
 
 #[test]
 fn conv2d_bn_train_matches_stock_on_resnet_shapes() -> Result<()> {
-    // As the evaluation test above, with the row-tiled 31x31 map.
     let mut rng = ChaCha8Rng::seed_from_u64(26);
-    for (b, c_in, hw, c_out, k, stride, padding) in [
-        (4, 3, 32, 16, 3, 1, 1),
-        (2, 32, 31, 8, 3, 1, 1),
-        (6, 16, 16, 32, 3, 2, 1),
-        (6, 16, 16, 32, 1, 2, 0),
-        (12, 32, 4, 64, 3, 1, 1),
-    ] {
-        let c = Case {
-            b,
-            c_in,
-            h: hw,
-            w: hw,
-            c_out,
-            k,
-            stride,
-            padding,
-        };
+    for c in resnet_cases() {
         check_train(&mut rng, &c, DType::F32, 1e-4)?;
     }
     Ok(())

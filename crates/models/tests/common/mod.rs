@@ -150,3 +150,21 @@ pub fn rel_err_floor1(a: &Tensor, b: &Tensor) -> Result<f64> {
     let scale = b.abs()?.max(0)?.to_scalar::<f64>()?.max(1.0);
     Ok(diff / scale)
 }
+
+/// Asserts that the running statistics of a fast-op batch norm and of the stock one agree within
+/// `tol` ([`rel_err_floor1`]); `what` names the case in the failure message.
+pub fn assert_running_stats_close(
+    fast: &candle_nn::BatchNorm,
+    stock: &candle_nn::BatchNorm,
+    tol: f64,
+    what: &str,
+) -> Result<()> {
+    for (name, a, b) in [
+        ("running_mean", fast.running_mean(), stock.running_mean()),
+        ("running_var", fast.running_var(), stock.running_var()),
+    ] {
+        let e = rel_err_floor1(a, b)?;
+        assert!(e < tol, "{name} {what}: rel err {e}");
+    }
+    Ok(())
+}
