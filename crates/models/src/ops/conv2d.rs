@@ -389,8 +389,9 @@ fn conv_bwd_sweep<T: WithDType>(
     let work = |gi: usize, mut dxp: Option<&mut [T]>| -> Vec<T> {
         let img0 = gi * per_group;
         let img1 = (img0 + per_group).min(g.b);
+        // The group's first GEMM overwrites all of it (a group has at least one image).
         let mut dw = if need_dw {
-            vec![zero; c_out * k]
+            uninit_vec::<T>(c_out * k)
         } else {
             Vec::new()
         };

@@ -78,12 +78,15 @@ pub(crate) fn im2col_rows<T: WithDType>(
 ) {
     let zero = T::from_f64(0.0);
     let cols = (oy1 - oy0) * g.out_w;
+    // The valid output ranges depend on the kernel offset only: computed once, not per channel.
+    let vy: Vec<(usize, usize)> = (0..g.k_h)
+        .map(|ki| clip(g.valid(ki, g.h, g.out_h), (oy0, oy1)))
+        .collect();
+    let vx: Vec<(usize, usize)> = (0..g.k_w).map(|kj| g.valid(kj, g.w, g.out_w)).collect();
     for c in 0..g.c_in {
         let xc = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
-        for ki in 0..g.k_h {
-            let (oy_lo, oy_hi) = clip(g.valid(ki, g.h, g.out_h), (oy0, oy1));
-            for kj in 0..g.k_w {
-                let (ox_lo, ox_hi) = g.valid(kj, g.w, g.out_w);
+        for (ki, &(oy_lo, oy_hi)) in vy.iter().enumerate() {
+            for (kj, &(ox_lo, ox_hi)) in vx.iter().enumerate() {
                 let row = (c * g.k_h + ki) * g.k_w + kj;
                 let dst = &mut col[row * ld + col0..row * ld + col0 + cols];
                 zero_run(&mut dst[..(oy_lo - oy0) * g.out_w]);
@@ -104,15 +107,65 @@ pub(crate) fn im2col_rows<T: WithDType>(
                     if ox_hi > ox_lo {
                         let ix0 = ox_lo * g.stride + kj - g.padding;
                         let src = &xc[iy * g.w..(iy + 1) * g.w];
-                        if g.stride == 1 {
-                            d[ox_lo..ox_hi].copy_from_slice(&src[ix0..ix0 + ox_hi - ox_lo]);
-                        } else {
-                            for (o, v) in d[ox_lo..ox_hi].iter_mut().enumerate() {
-                                *v = src[ix0 + o * g.stride];
-                            }
-                        }
+                        strided_copy(&mut d[ox_lo..ox_hi], &src[ix0..], g.stride);
                     }
                 }
+            }
+        }
+    }
+}
+
+/// `dst[o] = src[o · stride]` for every `o` (`src` holds at least `(len - 1)·stride + 1`
+/// values): a plain copy for stride 1, and for stride 2 pairs taken whole, which the compiler
+/// turns into vector shuffles instead of one bounds-checked load per value.
+#[inline]
+fn strided_copy<T: WithDType>(dst: &mut [T], src: &[T], stride: usize) {
+    let n = dst.len();
+    if n == 0 {
+        return;
+    }
+    match stride {
+        1 => dst.copy_from_slice(&src[..n]),
+        2 => {
+            // The last value is taken alone: its pair may reach past the end of `src`.
+            let (body, last) = dst.split_at_mut(n - 1);
+            for (d, pair) in body.iter_mut().zip(src[..2 * (n - 1)].chunks_exact(2)) {
+                *d = pair[0];
+            }
+            last[0] = src[2 * (n - 1)];
+        }
+        s => {
+            for (d, v) in dst.iter_mut().zip(src.iter().step_by(s)) {
+                *d = *v;
+            }
+        }
+    }
+}
+
+/// `dst[o · stride] += src[o]` for every `o`: the adjoint of [`strided_copy`], stride 2 by
+/// whole pairs as there.
+#[inline]
+fn strided_add<T: WithDType>(dst: &mut [T], src: &[T], stride: usize) {
+    let n = src.len();
+    if n == 0 {
+        return;
+    }
+    match stride {
+        1 => {
+            for (d, v) in dst[..n].iter_mut().zip(src) {
+                *d += *v;
+            }
+        }
+        2 => {
+            let (body, last) = src.split_at(n - 1);
+            for (pair, v) in dst[..2 * (n - 1)].chunks_exact_mut(2).zip(body) {
+                pair[0] += *v;
+            }
+            dst[2 * (n - 1)] += last[0];
+        }
+        s => {
+            for (d, v) in dst.iter_mut().step_by(s).zip(src) {
+                *d += *v;
             }
         }
     }
@@ -198,15 +251,7 @@ pub(crate) fn col2im_rows<T: WithDType>(
                     let s = &src[r + ox_lo..r + ox_hi];
                     let ix0 = ox_lo * g.stride + kj - g.padding;
                     let d = &mut dxc[iy * g.w..(iy + 1) * g.w];
-                    if g.stride == 1 {
-                        for (dv, sv) in d[ix0..ix0 + s.len()].iter_mut().zip(s) {
-                            *dv += *sv;
-                        }
-                    } else {
-                        for (o, sv) in s.iter().enumerate() {
-                            d[ix0 + o * g.stride] += *sv;
-                        }
-                    }
+                    strided_add(&mut d[ix0..], s, g.stride);
                 }
             }
         }
