@@ -312,6 +312,21 @@ fn batch_stats<T: WithDType>(x: &[T], (b, c, s): (usize, usize, usize), eps: f64
     Stats { mean, var, invstd }
 }
 
+/// Per channel `(a, sh)` with `y = x·a + sh` before the residual and the ReLU:
+/// `a = γ / sqrt(σ² + ε)`, `sh = β - μ·a`, rounded to `T` once. The forward pass and the
+/// backward pass's ReLU gate ([`Gate::ByInput`]) share them, so that both compute the same `v`.
+fn affine_coef<T: WithDType>(gb: &[T], st: &Stats, c: usize) -> Vec<(T, T)> {
+    (0..c)
+        .map(|ci| {
+            let scale = gb[ci].to_f64() * st.invstd[ci];
+            (
+                T::from_f64(scale),
+                T::from_f64(gb[c + ci].to_f64() - st.mean[ci] * scale),
+            )
+        })
+        .collect()
+}
+
 fn bn_fwd<T: WithDType>(
     x: &[T],
     gb: &[T],
@@ -322,15 +337,7 @@ fn bn_fwd<T: WithDType>(
 ) -> Vec<T> {
     let (_, c, s) = dims;
     let zero = T::from_f64(0.0);
-    let coef: Vec<(T, T)> = (0..c)
-        .map(|ci| {
-            let scale = gb[ci].to_f64() * st.invstd[ci];
-            (
-                T::from_f64(scale),
-                T::from_f64(gb[c + ci].to_f64() - st.mean[ci] * scale),
-            )
-        })
-        .collect();
+    let coef = affine_coef(gb, st, c);
     // Every element is written below.
     let mut out = uninit_vec::<T>(x.len());
     if out.is_empty() {
@@ -373,26 +380,68 @@ fn image_chunks<T: WithDType>(
     }
 }
 
+/// How the ReLU gates the output gradient `dy` into `dy'` in the backward pass.
+#[derive(Clone, Copy)]
+enum Gate<T> {
+    /// No ReLU: `dy' = dy`.
+    Open,
+    /// `dy' = dy` where the output `y > 0`, else 0 (a residual was added before the ReLU).
+    ByOutput,
+    /// `dy' = dy` where `x·a + sh > 0`, else 0: the pre-activation recomputed from the input
+    /// with the forward pass's own `(a, sh)` ([`affine_coef`]), bit for bit the value whose
+    /// sign the forward pass tested (`y = max(0, v)`, so `y ≤ 0` exactly when `v ≤ 0`), which
+    /// spares reading `y` (without a residual).
+    ByInput(T, T),
+}
+
+impl<T: WithDType> Gate<T> {
+    /// `dy'` for one value: `dy` gated by the output `y` or the input `x`.
+    #[inline]
+    fn apply(self, dy: T, y: T, x: T) -> T {
+        let zero = T::from_f64(0.0);
+        match self {
+            Gate::Open => dy,
+            Gate::ByOutput => masked(dy, y),
+            Gate::ByInput(a, sh) => {
+                if x * a + sh <= zero {
+                    zero
+                } else {
+                    dy
+                }
+            }
+        }
+    }
+}
+
 /// `(Σ dy', Σ dy' · (x - mean))` over one channel of one image, each in [`LANES`] independent
-/// lanes, where `dy'` is `dy` through the ReLU mask.
+/// lanes, where `dy'` is `dy` through the ReLU `gate`.
 ///
-/// The mask is applied in a separate loop, [`BLOCK`] elements at a time, into a stack buffer,
+/// The gate is applied in a separate loop, [`BLOCK`] elements at a time, into a stack buffer,
 /// and each sum has a loop of its own: that is what the compiler vectorises (see
 /// [`shifted_sums`]).
-fn grad_sums<T: WithDType>(dy: &[T], y: &[T], x: &[T], mean: T, relu: bool) -> (f64, f64) {
+fn grad_sums<T: WithDType>(dy: &[T], y: &[T], x: &[T], mean: T, gate: Gate<T>) -> (f64, f64) {
     let zero = T::from_f64(0.0);
     let mut buf = [zero; BLOCK];
     let (mut a1, mut a2) = ([zero; LANES], [zero; LANES]);
     let (mut s1, mut s2) = (0f64, 0f64);
-    for ((dyb, yb), xb) in dy.chunks(BLOCK).zip(y.chunks(BLOCK)).zip(x.chunks(BLOCK)) {
-        let d: &[T] = if relu {
-            let t = &mut buf[..dyb.len()];
-            for ((t, &dv), &yv) in t.iter_mut().zip(dyb).zip(yb) {
-                *t = masked(true, dv, yv);
+    for (bi, (dyb, xb)) in dy.chunks(BLOCK).zip(x.chunks(BLOCK)).enumerate() {
+        let d: &[T] = match gate {
+            Gate::Open => dyb,
+            Gate::ByOutput => {
+                let yb = &y[bi * BLOCK..bi * BLOCK + dyb.len()];
+                let t = &mut buf[..dyb.len()];
+                for ((t, &dv), &yv) in t.iter_mut().zip(dyb).zip(yb) {
+                    *t = masked(dv, yv);
+                }
+                t
             }
-            t
-        } else {
-            dyb
+            Gate::ByInput(a, sh) => {
+                let t = &mut buf[..dyb.len()];
+                for ((t, &dv), &xv) in t.iter_mut().zip(dyb).zip(xb) {
+                    *t = if xv * a + sh <= zero { zero } else { dv };
+                }
+                t
+            }
         };
         let (dc, drest) = split_lanes(d);
         let (xc, xrest) = split_lanes(xb);
@@ -420,12 +469,11 @@ fn grad_sums<T: WithDType>(dy: &[T], y: &[T], x: &[T], mean: T, relu: bool) -> (
     (s1, s2)
 }
 
-/// `dy` with the ReLU mask applied (`y > 0`), or `dy` itself.
+/// `dy` through the ReLU mask of the output: 0 where `y ≤ 0`.
 #[inline]
-fn masked<T: WithDType>(relu: bool, dy: T, y: T) -> T {
-    let zero = T::from_f64(0.0);
-    if relu && y <= zero {
-        zero
+fn masked<T: WithDType>(dy: T, y: T) -> T {
+    if y <= T::from_f64(0.0) {
+        T::from_f64(0.0)
     } else {
         dy
     }
@@ -474,13 +522,24 @@ impl BnOp {
         gb: &[T],
         y: &[T],
         dy: &[T],
+        residual: bool,
         need: (bool, bool, bool),
     ) -> Result<Grads<T>> {
         let (b, c, s) = self.dims;
         let st = self.stats()?;
-        let relu = self.relu;
         let zero = T::from_f64(0.0);
-        // Per channel: Σ dy' and Σ dy' · (x - μ), where dy' is dy through the ReLU mask.
+        // The ReLU gate per channel: by the input where no residual was added before the ReLU.
+        let gates: Vec<Gate<T>> = if !self.relu {
+            vec![Gate::Open; c]
+        } else if residual {
+            vec![Gate::ByOutput; c]
+        } else {
+            affine_coef(gb, st, c)
+                .into_iter()
+                .map(|(a, sh)| Gate::ByInput(a, sh))
+                .collect()
+        };
+        // Per channel: Σ dy' and Σ dy' · (x - μ), where dy' is dy through the ReLU gate.
         let sums: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
             .map(|ci| {
@@ -488,7 +547,8 @@ impl BnOp {
                 let (mut s1, mut s2) = (0f64, 0f64);
                 for bi in 0..b {
                     let o = (bi * c + ci) * s;
-                    let (a, q) = grad_sums(&dy[o..o + s], &y[o..o + s], &x[o..o + s], mean, relu);
+                    let (a, q) =
+                        grad_sums(&dy[o..o + s], &y[o..o + s], &x[o..o + s], mean, gates[ci]);
                     s1 += a;
                     s2 += q;
                 }
@@ -519,8 +579,8 @@ impl BnOp {
                 }
             })
             .collect();
-        // dx and the residual's gradient (dy' itself) in one pass over dy and y.
-        // Both are written in full below.
+        // dx and the residual's gradient (dy' itself) in one pass over dy (and y or x for the
+        // gate). Both are written in full below.
         let mut dx = need.0.then(|| uninit_vec::<T>(x.len()));
         let mut dr = need.2.then(|| uninit_vec::<T>(x.len()));
         if !x.is_empty() && (need.0 || need.2) {
@@ -537,16 +597,34 @@ impl BnOp {
                         let r = base + ci * s..base + (ci + 1) * s;
                         let (dyc, yc, xc) = (&dy[r.clone()], &y[r.clone()], &x[r]);
                         let l = ci * s..(ci + 1) * s;
+                        let gate = gates[ci];
                         if let Some(o) = dxo.as_deref_mut() {
-                            for (((ov, &d), &yv), &xv) in
-                                o[l.clone()].iter_mut().zip(dyc).zip(yc).zip(xc)
-                            {
-                                *ov = al * masked(relu, d, yv) + be * xv + g0;
+                            let o = &mut o[l.clone()];
+                            // One loop per gate, so that each reads only what it needs.
+                            match gate {
+                                Gate::Open => {
+                                    for ((ov, &d), &xv) in o.iter_mut().zip(dyc).zip(xc) {
+                                        *ov = al * d + be * xv + g0;
+                                    }
+                                }
+                                Gate::ByOutput => {
+                                    for (((ov, &d), &yv), &xv) in
+                                        o.iter_mut().zip(dyc).zip(yc).zip(xc)
+                                    {
+                                        *ov = al * masked(d, yv) + be * xv + g0;
+                                    }
+                                }
+                                Gate::ByInput(a, sh) => {
+                                    for ((ov, &d), &xv) in o.iter_mut().zip(dyc).zip(xc) {
+                                        let d = if xv * a + sh <= zero { zero } else { d };
+                                        *ov = al * d + be * xv + g0;
+                                    }
+                                }
                             }
                         }
                         if let Some(o) = dro.as_deref_mut() {
-                            for ((ov, &d), &yv) in o[l].iter_mut().zip(dyc).zip(yc) {
-                                *ov = masked(relu, d, yv);
+                            for (((ov, &d), &yv), &xv) in o[l].iter_mut().zip(dyc).zip(yc).zip(xc) {
+                                *ov = gate.apply(d, yv, xv);
                             }
                         }
                     }
@@ -570,7 +648,9 @@ impl BnOp {
         let (dx, dgb, dr) = with_data::<T, _>(x, |xd| {
             with_data::<T, _>(gb, |gd| {
                 with_data::<T, _>(y, |yd| {
-                    with_data::<T, _>(dy, |dyd| self.bwd_slices(xd, gd, yd, dyd, need))
+                    with_data::<T, _>(dy, |dyd| {
+                        self.bwd_slices(xd, gd, yd, dyd, r.is_some(), need)
+                    })
                 })
             })
         })?;

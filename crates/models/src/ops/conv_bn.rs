@@ -348,9 +348,14 @@ impl ConvBnOp {
                     with_data::<T, _>(dy, |dyd| {
                         let (w, gb) = wgbd.split_at(wlen);
                         let need_dh = need_x || need_wgb;
-                        let (dh, dgb, dr) =
-                            self.bn
-                                .bwd_slices(h, gb, yd, dyd, (need_dh, need_wgb, need_r))?;
+                        let (dh, dgb, dr) = self.bn.bwd_slices(
+                            h,
+                            gb,
+                            yd,
+                            dyd,
+                            r.is_some(),
+                            (need_dh, need_wgb, need_r),
+                        )?;
                         let (dx, dw) = match &dh {
                             Some(dh) => conv_bwd(&self.geom, xd, w, dh, need_x, need_wgb),
                             None => (None, None),
