@@ -48,7 +48,7 @@ impl Conv2d {
     /// `bn(conv(xs))`, then `+ residual` and the ReLU (when `bn` has one or a residual is
     /// given, as `relu(bn(h) + residual)` ends a residual block) as one op:
     /// [`crate::ops::conv2d_bn_train`] in training, [`crate::ops::conv2d_bn_eval`] (the batch
-    /// norm folded into the convolution where nothing needs a gradient) in evaluation.
+    /// norm in the convolution's epilogue where nothing needs a gradient) in evaluation.
     pub(crate) fn forward_bn(
         &self,
         xs: &Tensor,

@@ -238,9 +238,9 @@ impl ResNet {
     }
 
     /// A frozen copy of the network for inference, as `model.eval()` under `torch.no_grad()`:
-    /// its forward pass records no graph and, in evaluation mode on CPU, folds every batch
-    /// norm into its convolution ([`crate::ops::conv2d_bn_eval`]), e.g. for a distillation
-    /// teacher.
+    /// its forward pass records no graph and, in evaluation mode on CPU, applies every batch
+    /// norm in its convolution's epilogue ([`crate::ops::conv2d_bn_eval`]), e.g. for a
+    /// distillation teacher.
     ///
     /// The copy shares the storage of every weight and running statistic with the original, so
     /// it sees later updates of the original's variables (the weights as detached tensors, the

@@ -149,9 +149,11 @@ fn plan(g: &ConvGeom) -> Plan {
 }
 
 /// What the forward pass does to each output value after the GEMM, while it is still in cache:
-/// `y = max(0, y + bias[c] + residual)` (each part optional). The folded batch norm of
+/// `y = max(0, y·scale[c] + bias[c] + residual)` (each part optional). The batch norm of
 /// [`super::conv2d_bn_eval`] uses it.
 pub(crate) struct Epilogue<'a, T> {
+    /// Per output channel, multiplies every pixel.
+    pub scale: Option<&'a [T]>,
     /// Per output channel, added to every pixel.
     pub bias: Option<&'a [T]>,
     /// The shape of the output, added element-wise.
@@ -178,28 +180,29 @@ impl<T: WithDType> Epilogue<'_, T> {
     #[inline]
     fn map(&self, ys: &mut [T], src: Option<&[T]>, c: usize, r0: usize) {
         let zero = T::from_f64(0.0);
+        let a = self.scale.map_or(T::from_f64(1.0), |s| s[c]);
         let b = self.bias.map_or(zero, |b| b[c]);
         let relu = |v: T| if self.relu && v < zero { zero } else { v };
         let n = ys.len();
         match (self.residual, src) {
             (Some(r), None) => {
                 for (y, &rv) in ys.iter_mut().zip(&r[r0..r0 + n]) {
-                    *y = relu(*y + b + rv);
+                    *y = relu(*y * a + b + rv);
                 }
             }
             (None, None) => {
                 for y in ys.iter_mut() {
-                    *y = relu(*y + b);
+                    *y = relu(*y * a + b);
                 }
             }
             (Some(r), Some(s)) => {
                 for ((y, &rv), &sv) in ys.iter_mut().zip(&r[r0..r0 + n]).zip(s) {
-                    *y = relu(sv + b + rv);
+                    *y = relu(sv * a + b + rv);
                 }
             }
             (None, Some(s)) => {
                 for (y, &sv) in ys.iter_mut().zip(s) {
-                    *y = relu(sv + b);
+                    *y = relu(sv * a + b);
                 }
             }
         }

@@ -1,5 +1,5 @@
 //! A convolution and the batch norm after it (+ residual, + ReLU) as one op: in evaluation the
-//! batch norm folded into the kernel and a bias applied in the GEMM's epilogue, in training one
+//! batch norm as a per-channel scale and bias applied in the GEMM's epilogue, in training one
 //! custom op whose intermediate (the convolution's output) never enters the autograd graph.
 
 use std::sync::{Arc, OnceLock};
@@ -12,26 +12,27 @@ use candle_nn::BatchNorm;
 
 use super::batch_norm::{affine_params, update_running, BnOp};
 use super::conv2d::{conv_bwd, conv_fwd, geometry, Epilogue};
-use super::cpu::{fast_path, slice, uninit_vec, with_data};
+use super::cpu::{fast_path, slice, with_data};
 use super::im2col::ConvGeom;
 
 /// Convolution then batch norm in evaluation mode (running statistics), then optionally a
-/// residual add and a ReLU, with the batch norm folded into the convolution: a drop-in for
+/// residual add and a ReLU, with the batch norm applied in the convolution's epilogue: a drop-in for
 /// `batch_norm(&conv2d(xs, w, padding, stride)?, bn, false)` (+ `residual`, then ReLU when
 /// `relu`), as [`super::conv2d`], [`super::batch_norm`], [`super::batch_norm_relu`] and
 /// [`super::batch_norm_add_relu`] compute it.
 ///
 /// With `s = γ / sqrt(σ²_running + ε)` and `t = β - μ_running · s` per output channel,
-/// `bn(conv(x, w)) = conv(x, s·w) + t` (the usual inference-time folding, e.g. PyTorch's
-/// `torch.fx` `fuse_conv_bn_eval`); the fast path convolves with `s·w` and adds `t`, the
-/// residual and the ReLU to each tile of the output right after its GEMM, while it is in
-/// cache: one pass and one output buffer instead of three.
+/// `bn(conv(x, w)) = conv(x, w)·s + t`; the fast path applies `·s + t`, the residual and the
+/// ReLU to each tile of the output right after its GEMM, while it is in cache: one pass and one
+/// output buffer instead of three, and the same result as the unfused ops bit for bit. (Folding
+/// `s` into the kernel instead, as PyTorch's `torch.fx` `fuse_conv_bn_eval` does, would copy
+/// every kernel on every call: the kernel may be a view of trained weights that change between
+/// calls, so a folded copy cannot be kept.)
 ///
 /// The fast path runs on CPU `f32`/`f64` tensors when **nothing asks for a gradient** (no
 /// argument is a variable or the result of a tracked op, e.g. a frozen teacher built on
 /// detached weights, see [`crate::ResNet::detached`]): its result records no graph. Otherwise,
-/// and on other devices and dtypes, the unfused ops run, with their gradients. The folded
-/// kernel differs from the unfused result by rounding only (within `1e-5` relative in `f32`).
+/// and on other devices and dtypes, the unfused ops run, with their gradients.
 ///
 /// # Shapes
 /// - `xs`: `(B, C_in, H, W)`
@@ -86,20 +87,21 @@ pub fn conv2d_bn_eval(
         Some((g, b)) => (f64s(g)?, f64s(b)?),
         None => (vec![1.0; geom.c_out], vec![0.0; geom.c_out]),
     };
+    // Computed as the batch norm ops compute them, so that the result equals theirs bit for bit.
     let scale: Vec<f64> = (0..geom.c_out)
-        .map(|c| gamma[c] / (var[c] + bn.eps()).sqrt())
+        .map(|c| gamma[c] * (1.0 / (var[c] + bn.eps()).sqrt()))
         .collect();
     let shift: Vec<f64> = (0..geom.c_out)
         .map(|c| beta[c] - mean[c] * scale[c])
         .collect();
     let out = match dt {
         DType::F32 => Tensor::from_vec(
-            folded::<f32>(&geom, xs, w, &scale, &shift, residual, relu)?,
+            fused_eval::<f32>(&geom, xs, w, &scale, &shift, residual, relu)?,
             &out_dims,
             xs.device(),
         )?,
         DType::F64 => Tensor::from_vec(
-            folded::<f64>(&geom, xs, w, &scale, &shift, residual, relu)?,
+            fused_eval::<f64>(&geom, xs, w, &scale, &shift, residual, relu)?,
             &out_dims,
             xs.device(),
         )?,
@@ -158,8 +160,8 @@ fn unfused(
     }
 }
 
-/// The convolution with kernel `scale·w` and the epilogue `+ shift (+ residual), ReLU`.
-fn folded<T: WithDType>(
+/// The convolution with the epilogue `·scale + shift (+ residual), ReLU` per output channel.
+fn fused_eval<T: WithDType>(
     g: &ConvGeom,
     xs: &Tensor,
     w: &Tensor,
@@ -168,32 +170,24 @@ fn folded<T: WithDType>(
     residual: Option<&Tensor>,
     relu: bool,
 ) -> Result<Vec<T>> {
-    let k = g.k();
-    let wf: Vec<T> = with_data::<T, _>(w, |wd| {
-        let mut wf = uninit_vec::<T>(wd.len());
-        // A plain loop in T (the compiler vectorises it; the scale is rounded to T first).
-        for ((dst, row), &s) in wf.chunks_mut(k).zip(wd.chunks(k)).zip(scale) {
-            let s = T::from_f64(s);
-            for (d, &v) in dst.iter_mut().zip(row) {
-                *d = v * s;
-            }
-        }
-        Ok(wf)
-    })?;
+    let scale: Vec<T> = scale.iter().map(|&s| T::from_f64(s)).collect();
     let bias: Vec<T> = shift.iter().map(|&t| T::from_f64(t)).collect();
-    with_data::<T, _>(xs, |xd| {
-        let run = |r: Option<&[T]>| {
-            let epi = Epilogue {
-                bias: Some(&bias),
-                residual: r,
-                relu,
+    with_data::<T, _>(w, |wd| {
+        with_data::<T, _>(xs, |xd| {
+            let run = |r: Option<&[T]>| {
+                let epi = Epilogue {
+                    scale: Some(&scale),
+                    bias: Some(&bias),
+                    residual: r,
+                    relu,
+                };
+                conv_fwd(g, xd, wd, Some(&epi))
             };
-            conv_fwd(g, xd, &wf, Some(&epi))
-        };
-        match residual {
-            Some(r) => with_data::<T, _>(r, |rd| Ok(run(Some(rd)))),
-            None => Ok(run(None)),
-        }
+            match residual {
+                Some(r) => with_data::<T, _>(r, |rd| Ok(run(Some(rd)))),
+                None => Ok(run(None)),
+            }
+        })
     })
 }
 
