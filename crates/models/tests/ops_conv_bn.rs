@@ -1,7 +1,8 @@
 //! `models::ops::conv2d_bn_eval` (batch norm, residual and ReLU in the convolution's epilogue)
-//! against the unfused stock candle ops and, bit for bit, our unfused ops, on random shapes, strides and paddings;
-//! its fallback (with gradients) when an argument tracks a gradient; `conv2d_bn_train` (values,
-//! running statistics, gradients) against the same stock ops in training mode; the errors.
+//! against the unfused stock candle ops and, bit for bit, our unfused ops, on random shapes,
+//! strides and paddings; its fallback (with gradients) when an argument tracks a gradient;
+//! `conv2d_bn_train` (values, running statistics, gradients) against the same stock ops in
+//! training mode; the errors.
 
 mod common;
 

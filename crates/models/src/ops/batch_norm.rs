@@ -166,11 +166,8 @@ fn bn_impl(
     let gb = affine_params(bn, c, xs)?;
     let stats = Arc::new(OnceLock::new());
     if !train {
-        let mean = rm.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-        let var = rv.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-        let invstd = var.iter().map(|v| 1.0 / (v + bn.eps()).sqrt()).collect();
         // A fresh lock: setting it cannot fail.
-        let _ = stats.set(Stats { mean, var, invstd });
+        let _ = stats.set(Stats::running(bn)?);
     }
     let op = BnOp {
         dims: (b, c, s),
@@ -233,6 +230,16 @@ pub(crate) struct Stats {
     mean: Vec<f64>,
     var: Vec<f64>,
     invstd: Vec<f64>,
+}
+
+impl Stats {
+    /// The running statistics of `bn`, which evaluation mode normalises with.
+    pub(crate) fn running(bn: &BatchNorm) -> Result<Self> {
+        let mean = bn.running_mean().to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let var = bn.running_var().to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let invstd = var.iter().map(|v| 1.0 / (v + bn.eps()).sqrt()).collect();
+        Ok(Self { mean, var, invstd })
+    }
 }
 
 pub(crate) struct BnOp {
@@ -314,8 +321,9 @@ fn batch_stats<T: WithDType>(x: &[T], (b, c, s): (usize, usize, usize), eps: f64
 
 /// Per channel `(a, sh)` with `y = x·a + sh` before the residual and the ReLU:
 /// `a = γ / sqrt(σ² + ε)`, `sh = β - μ·a`, rounded to `T` once. The forward pass and the
-/// backward pass's ReLU gate ([`Gate::ByInput`]) share them, so that both compute the same `v`.
-fn affine_coef<T: WithDType>(gb: &[T], st: &Stats, c: usize) -> Vec<(T, T)> {
+/// backward pass's ReLU gate ([`Gate::ByInput`]) share them, so that both compute the same `v`,
+/// and [`super::conv2d_bn_eval`] applies them in its epilogue, so that it equals this op.
+pub(crate) fn affine_coef<T: WithDType>(gb: &[T], st: &Stats, c: usize) -> Vec<(T, T)> {
     (0..c)
         .map(|ci| {
             let scale = gb[ci].to_f64() * st.invstd[ci];
@@ -398,17 +406,10 @@ impl<T: WithDType> Gate<T> {
     /// `dy'` for one value: `dy` gated by the output `y` or the input `x`.
     #[inline]
     fn apply(self, dy: T, y: T, x: T) -> T {
-        let zero = T::from_f64(0.0);
         match self {
             Gate::Open => dy,
             Gate::ByOutput => masked(dy, y),
-            Gate::ByInput(a, sh) => {
-                if x * a + sh <= zero {
-                    zero
-                } else {
-                    dy
-                }
-            }
+            Gate::ByInput(a, sh) => masked(dy, x * a + sh),
         }
     }
 }
@@ -438,7 +439,7 @@ fn grad_sums<T: WithDType>(dy: &[T], y: &[T], x: &[T], mean: T, gate: Gate<T>) -
             Gate::ByInput(a, sh) => {
                 let t = &mut buf[..dyb.len()];
                 for ((t, &dv), &xv) in t.iter_mut().zip(dyb).zip(xb) {
-                    *t = if xv * a + sh <= zero { zero } else { dv };
+                    *t = masked(dv, xv * a + sh);
                 }
                 t
             }
@@ -469,7 +470,8 @@ fn grad_sums<T: WithDType>(dy: &[T], y: &[T], x: &[T], mean: T, gate: Gate<T>) -
     (s1, s2)
 }
 
-/// `dy` through the ReLU mask of the output: 0 where `y ≤ 0`.
+/// `dy` through the ReLU mask of the output (or of the pre-activation, which has the same
+/// sign test): 0 where `y ≤ 0`.
 #[inline]
 fn masked<T: WithDType>(dy: T, y: T) -> T {
     if y <= T::from_f64(0.0) {
@@ -616,8 +618,7 @@ impl BnOp {
                                 }
                                 Gate::ByInput(a, sh) => {
                                     for ((ov, &d), &xv) in o.iter_mut().zip(dyc).zip(xc) {
-                                        let d = if xv * a + sh <= zero { zero } else { d };
-                                        *ov = al * d + be * xv + g0;
+                                        *ov = al * masked(d, xv * a + sh) + be * xv + g0;
                                     }
                                 }
                             }

@@ -10,7 +10,7 @@ use candle_core::{
 };
 use candle_nn::BatchNorm;
 
-use super::batch_norm::{affine_params, update_running, BnOp};
+use super::batch_norm::{affine_coef, affine_params, update_running, BnOp, Stats};
 use super::conv2d::{conv_bwd, conv_fwd, geometry, Epilogue};
 use super::cpu::{fast_path, slice, with_data};
 use super::im2col::ConvGeom;
@@ -80,28 +80,17 @@ pub fn conv2d_bn_eval(
     if !fast_path(xs) || xs.track_op() || !args.iter().all(|t| plain(t)) || !same(rm) || !same(rv) {
         return unfused(xs, w, padding, stride, bn, residual, relu, false);
     }
-    // s = γ / sqrt(var + ε), t = β - μ·s, in f64.
-    let f64s = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
-    let (mean, var) = (f64s(rm)?, f64s(rv)?);
-    let (gamma, beta) = match bn.weight_and_bias() {
-        Some((g, b)) => (f64s(g)?, f64s(b)?),
-        None => (vec![1.0; geom.c_out], vec![0.0; geom.c_out]),
-    };
-    // Computed as the batch norm ops compute them, so that the result equals theirs bit for bit.
-    let scale: Vec<f64> = (0..geom.c_out)
-        .map(|c| gamma[c] * (1.0 / (var[c] + bn.eps()).sqrt()))
-        .collect();
-    let shift: Vec<f64> = (0..geom.c_out)
-        .map(|c| beta[c] - mean[c] * scale[c])
-        .collect();
+    // s = γ / sqrt(var + ε), t = β - μ·s per channel, as the batch norm op computes them.
+    let st = Stats::running(bn)?;
+    let gb = affine_params(bn, geom.c_out, xs)?;
     let out = match dt {
         DType::F32 => Tensor::from_vec(
-            fused_eval::<f32>(&geom, xs, w, &scale, &shift, residual, relu)?,
+            fused_eval::<f32>(&geom, xs, w, &gb, &st, residual, relu)?,
             &out_dims,
             xs.device(),
         )?,
         DType::F64 => Tensor::from_vec(
-            fused_eval::<f64>(&geom, xs, w, &scale, &shift, residual, relu)?,
+            fused_eval::<f64>(&geom, xs, w, &gb, &st, residual, relu)?,
             &out_dims,
             xs.device(),
         )?,
@@ -160,18 +149,22 @@ fn unfused(
     }
 }
 
-/// The convolution with the epilogue `·scale + shift (+ residual), ReLU` per output channel.
+/// The convolution with the epilogue `·s + t (+ residual), ReLU` per output channel, `(s, t)`
+/// the batch norm op's own coefficients ([`affine_coef`]) from `[γ; β]` and the running
+/// statistics.
 fn fused_eval<T: WithDType>(
     g: &ConvGeom,
     xs: &Tensor,
     w: &Tensor,
-    scale: &[f64],
-    shift: &[f64],
+    gb: &Tensor,
+    st: &Stats,
     residual: Option<&Tensor>,
     relu: bool,
 ) -> Result<Vec<T>> {
-    let scale: Vec<T> = scale.iter().map(|&s| T::from_f64(s)).collect();
-    let bias: Vec<T> = shift.iter().map(|&t| T::from_f64(t)).collect();
+    let (scale, bias): (Vec<T>, Vec<T>) =
+        with_data::<T, _>(gb, |gbd| Ok(affine_coef(gbd, st, g.c_out)))?
+            .into_iter()
+            .unzip();
     with_data::<T, _>(w, |wd| {
         with_data::<T, _>(xs, |xd| {
             let run = |r: Option<&[T]>| {
