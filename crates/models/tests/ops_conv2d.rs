@@ -155,6 +155,42 @@ fn conv2d_matches_stock_on_resnet_shapes() -> Result<()> {
 }
 
 #[test]
+fn conv2d_matches_stock_on_strided_convs_through_phase_planes() -> Result<()> {
+    // A convolution with stride s > 1, at least s² kernel taps and ⌈W / s⌉ ≤ out_w builds and
+    // scatters its patch matrix through the s² phase planes of each image: odd and uneven
+    // sizes, planes narrower than the output (zero columns), non-square and even kernels,
+    // stride 3, padding beyond the kernel's reach, and a batch that groups images per GEMM.
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let cases = [
+        (3, 5, 9, 7, 4, 3, 3, 2, 1),
+        (2, 3, 10, 11, 5, 3, 2, 2, 1),
+        (2, 4, 12, 12, 3, 5, 5, 3, 2),
+        (2, 4, 13, 8, 3, 3, 3, 3, 2),
+        (5, 6, 8, 8, 6, 4, 4, 2, 1),
+        (1, 2, 6, 6, 2, 3, 3, 2, 2),
+        (24, 8, 8, 8, 8, 3, 3, 2, 1),
+    ];
+    for (b, c_in, h, w, c_out, k_h, k_w, stride, padding) in cases {
+        let out_w = (w + 2 * padding - k_w) / stride + 1;
+        assert!(k_h * k_w >= stride * stride && usize::div_ceil(w, stride) <= out_w);
+        let c = Case {
+            b,
+            c_in,
+            h,
+            w,
+            c_out,
+            k_h,
+            k_w,
+            stride,
+            padding,
+        };
+        check(&mut rng, &c, DType::F32, 1e-4, true)?;
+        check(&mut rng, &c, DType::F64, 1e-10, true)?;
+    }
+    Ok(())
+}
+
+#[test]
 fn conv2d_matches_stock_on_images_cut_into_row_tiles() -> Result<()> {
     // One image's patch matrix above 256 Ki elements (k·p > 262,144 with p ≥ 256 output pixels)
     // is built and multiplied in tiles of whole output rows (256 pixels each, the last one

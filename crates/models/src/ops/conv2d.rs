@@ -7,7 +7,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Ten
 use rayon::prelude::*;
 
 use super::cpu::{fast_path, gemm, slice, uninit_vec, with_data, with_scratch};
-use super::im2col::{col2im_rows, im2col, im2col_rows, ConvGeom};
+use super::im2col::{col2im_rows, im2col, im2col_rows, ConvGeom, Phases};
 
 /// Aim for at least this many GEMM columns (output pixels) per call, batching small images.
 const TARGET_COLS: usize = 256;
@@ -223,6 +223,8 @@ pub(crate) fn conv_fwd<T: WithDType>(
     if out.is_empty() {
         return out;
     }
+    // A strided convolution builds its patch matrix from the phase planes of the image.
+    let phases = Phases::of(g);
     out.par_chunks_mut(pl.nb * out_len)
         .enumerate()
         .for_each(|(ci, o)| {
@@ -239,12 +241,15 @@ pub(crate) fn conv_fwd<T: WithDType>(
                     k * n
                 },
                 if nbi == 1 { 0 } else { c_out * n },
-                0,
+                phases.map_or(0, |ph| ph.len(g)),
             ];
             with_scratch(|sc| {
-                let [col, tmp, _] = sc.get::<T>(lens);
+                let [col, tmp, planes] = sc.get::<T, 3>(lens);
                 let xs = &x[i0 * in_len..(i0 + nbi) * in_len];
                 if nbi == 1 {
+                    if let Some(ph) = &phases {
+                        ph.split(g, xs, planes);
+                    }
                     // One image, its output rows in tiles of `pl.tile_rows` (the whole image
                     // unless its patch matrix would not stay in cache).
                     let mut oy0 = 0;
@@ -254,7 +259,10 @@ pub(crate) fn conv_fwd<T: WithDType>(
                         let (rhs, rs): (&[T], usize) = if g.is_pointwise() {
                             (&xs[c0..], p)
                         } else {
-                            im2col_rows(g, xs, col, cols, 0, (oy0, oy1));
+                            match &phases {
+                                Some(ph) => ph.im2col_rows(g, planes, col, cols, 0, (oy0, oy1)),
+                                None => im2col_rows(g, xs, col, cols, 0, (oy0, oy1)),
+                            }
                             (&col[..k * cols], cols)
                         };
                         gemm(
@@ -280,7 +288,14 @@ pub(crate) fn conv_fwd<T: WithDType>(
                     }
                 } else {
                     for j in 0..nbi {
-                        im2col(g, &xs[j * in_len..(j + 1) * in_len], col, n, j * p);
+                        let xj = &xs[j * in_len..(j + 1) * in_len];
+                        match &phases {
+                            Some(ph) => {
+                                ph.split(g, xj, planes);
+                                ph.im2col_rows(g, planes, col, n, j * p, (0, g.out_h));
+                            }
+                            None => im2col(g, xj, col, n, j * p),
+                        }
                     }
                     gemm(
                         c_out,
@@ -387,6 +402,9 @@ fn conv_bwd_sweep<T: WithDType>(
     let chunks = g.b.div_ceil(pl.nb);
     let groups = pl.groups;
     let per_group = chunks.div_ceil(groups) * pl.nb;
+    // A strided convolution builds and scatters its patch matrix through phase planes.
+    let phases = Phases::of(g);
+    let plane_len = |need: bool| phases.filter(|_| need).map_or(0, |ph| ph.len(g));
 
     // One group of consecutive images: writes its slice of dx, returns its part of dw.
     let work = |gi: usize, mut dxp: Option<&mut [T]>| -> Vec<T> {
@@ -406,7 +424,15 @@ fn conv_bwd_sweep<T: WithDType>(
             (nmax, c_out * nmax)
         };
         with_scratch(|sc| {
-            let [col, dcol, dyc] = sc.get::<T>([k * cmax, k * cmax, dyc_len]);
+            // Phase planes of the image (for the kernel gradient's patch matrix) and of its
+            // gradient (collected over the tiles of the image, then written to dx).
+            let [col, dcol, dyc, x_planes, dx_planes] = sc.get::<T, 5>([
+                k * cmax,
+                k * cmax,
+                dyc_len,
+                plane_len(need_dw),
+                plane_len(dxp.is_some()),
+            ]);
             let mut first = true;
             let mut i0 = img0;
             while i0 < img1 {
@@ -418,7 +444,7 @@ fn conv_bwd_sweep<T: WithDType>(
                 // A 1x1 stride-1 convolution of one image needs no patch matrix: its input and
                 // input gradient are the GEMM operand and result themselves.
                 let direct = nbi == 1 && g.is_pointwise();
-                if let Some(d) = dxc.as_deref_mut().filter(|_| !direct) {
+                if let Some(d) = dxc.as_deref_mut().filter(|_| !direct && phases.is_none()) {
                     // col2im adds into dx: zero this chunk first (dx is not zero-filled).
                     d.fill(zero);
                 }
@@ -482,7 +508,19 @@ fn conv_bwd_sweep<T: WithDType>(
                                 pl.gemm_threads,
                             );
                             for (j, dj) in d.chunks_exact_mut(in_len).enumerate() {
-                                col2im_rows(g, dcol, n, j * cols, (oy0, oy1), dj);
+                                let Some(ph) = &phases else {
+                                    col2im_rows(g, dcol, n, j * cols, (oy0, oy1), dj);
+                                    continue;
+                                };
+                                // One image's planes gather all its tiles (one segment when
+                                // the chunk has several images), then overwrite its dx.
+                                if nbi > 1 || oy0 == 0 {
+                                    dx_planes.fill(zero);
+                                }
+                                ph.col2im_rows(g, dcol, n, j * cols, (oy0, oy1), dx_planes);
+                                if nbi > 1 || oy1 == g.out_h {
+                                    ph.merge(g, dx_planes, dj);
+                                }
                             }
                         }
                     }
@@ -492,7 +530,16 @@ fn conv_bwd_sweep<T: WithDType>(
                         } else {
                             let col = &mut col[..k * n];
                             for (j, xj) in xs.chunks_exact(in_len).enumerate() {
-                                im2col_rows(g, xj, col, n, j * cols, (oy0, oy1));
+                                match &phases {
+                                    Some(ph) => {
+                                        // Split once per image (its first tile).
+                                        if nbi > 1 || oy0 == 0 {
+                                            ph.split(g, xj, x_planes);
+                                        }
+                                        ph.im2col_rows(g, x_planes, col, n, j * cols, (oy0, oy1));
+                                    }
+                                    None => im2col_rows(g, xj, col, n, j * cols, (oy0, oy1)),
+                                }
                             }
                             (col, n)
                         };

@@ -126,21 +126,32 @@ pub(crate) fn uninit_vec<T: WithDType>(len: usize) -> Vec<T> {
 /// each convolution does not allocate (and the kernel does not map and zero) fresh pages.
 #[derive(Default)]
 pub(crate) struct Scratch {
-    bufs: [Vec<u64>; 3],
+    bufs: [Vec<u64>; SCRATCH_BUFS],
 }
 
+/// Buffers per thread in [`Scratch`].
+const SCRATCH_BUFS: usize = 5;
+
 impl Scratch {
-    /// The three buffers, each grown to `lens[i]` elements of `T`, as typed slices.
+    /// The first `N` buffers (at most [`SCRATCH_BUFS`]), each grown to `lens[i]` elements of
+    /// `T`, as typed slices.
     ///
     /// `T` must be `f32` or `f64` (8-byte storage, 4- or 8-byte elements); contents are
     /// whatever an earlier call left (callers overwrite what they read).
-    pub(crate) fn get<T: WithDType>(&mut self, lens: [usize; 3]) -> [&mut [T]; 3] {
+    pub(crate) fn get<T: WithDType, const N: usize>(&mut self, lens: [usize; N]) -> [&mut [T]; N] {
         assert!(
             matches!(T::DTYPE, DType::F32 | DType::F64),
             "scratch: f32/f64 only"
         );
-        let [a, b, c] = &mut self.bufs;
-        [typed(a, lens[0]), typed(b, lens[1]), typed(c, lens[2])]
+        assert!(
+            N <= SCRATCH_BUFS,
+            "scratch: {N} buffers asked, {SCRATCH_BUFS} kept"
+        );
+        let mut bufs = self.bufs.iter_mut();
+        std::array::from_fn(|i| match bufs.next() {
+            Some(b) => typed(b, lens[i]),
+            None => unreachable!("N ≤ SCRATCH_BUFS, asserted above"),
+        })
     }
 }
 

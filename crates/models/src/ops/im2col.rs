@@ -201,17 +201,29 @@ fn shifted_rows<T: WithDType>(
     ki: usize,
     kj: usize,
 ) {
-    let w = g.w;
     // block[j] = xc[start + j], start = (oy_lo + ki - padding)·w + kj - padding (may be < 0).
-    let start = ((oy_lo + ki - g.padding) * w + kj) as isize - g.padding as isize;
+    let start = ((oy_lo + ki - g.padding) * g.w + kj) as isize - g.padding as isize;
+    shifted_block(xc, block, start, g.w, (ox_lo, ox_hi));
+}
+
+/// `block[j] = src[start + j]` (zero where that index is outside `src`), then zero the columns
+/// outside `ox_lo..ox_hi` of each row of `w` values of `block`: the rows of one patch-matrix row
+/// that are one contiguous run of `src`, shifted by `start`.
+fn shifted_block<T: WithDType>(
+    src: &[T],
+    block: &mut [T],
+    start: isize,
+    w: usize,
+    (ox_lo, ox_hi): (usize, usize),
+) {
     let len = block.len() as isize;
     let j0 = (-start).clamp(0, len) as usize;
-    let j1 = (xc.len() as isize - start).clamp(j0 as isize, len) as usize;
+    let j1 = (src.len() as isize - start).clamp(j0 as isize, len) as usize;
     zero_run(&mut block[..j0]);
     if j1 > j0 {
         // start + j0 ≥ 0 here: j0 < len means j0 = max(0, -start).
         let s0 = (start + j0 as isize) as usize;
-        block[j0..j1].copy_from_slice(&xc[s0..s0 + (j1 - j0)]);
+        block[j0..j1].copy_from_slice(&src[s0..s0 + (j1 - j0)]);
     }
     zero_run(&mut block[j1..]);
     if ox_lo > 0 || ox_hi < w {
@@ -256,4 +268,250 @@ pub(crate) fn col2im_rows<T: WithDType>(
             }
         }
     }
+}
+
+/// The input of a strided convolution split into phase planes, so that its patch matrix is
+/// built, and scattered back, by the whole-block copies of the stride-1 case.
+///
+/// With stride `s`, the input pixel of output `(oy, ox)` and kernel tap `(ki, kj)` is
+/// `(oy·s + ki - pad, ox·s + kj - pad)`. Writing `ki - pad = qy·s + ry` (`0 ≤ ry < s`) and
+/// likewise `kj - pad = qx·s + rx`, it is pixel `(oy + qy, ox + qx)` of the plane `(ry, rx)`,
+/// which holds the input pixels `(t·s + ry, u·s + rx)`: within one plane the tap is a plain
+/// shift, and a patch-matrix row is one contiguous run of the plane when the plane is `out_w`
+/// wide. Each channel has `s²` planes of `hp = ⌈h / s⌉` rows and `wp = out_w` columns, zero
+/// where they reach past the image.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Phases {
+    s: usize,
+    hp: usize,
+    wp: usize,
+}
+
+impl Phases {
+    /// The planes of `g`, when they pay: a stride above 1, at least `stride²` kernel taps (so
+    /// that every plane is read; a 1×1 strided convolution gathers a quarter of the input
+    /// directly), and planes no wider than the output (`⌈w / s⌉ ≤ out_w`).
+    pub(crate) fn of(g: &ConvGeom) -> Option<Phases> {
+        let s = g.stride;
+        (s > 1 && g.k_h * g.k_w >= s * s && g.w.div_ceil(s) <= g.out_w).then(|| Phases {
+            s,
+            hp: g.h.div_ceil(s),
+            wp: g.out_w,
+        })
+    }
+
+    /// Elements of the planes of one image: `c_in · s² · hp · wp`.
+    pub(crate) fn len(&self, g: &ConvGeom) -> usize {
+        g.c_in * self.s * self.s * self.hp * self.wp
+    }
+
+    /// The plane `(ry, rx)` of channel `c` within `planes`.
+    fn plane(&self, c: usize, ry: usize, rx: usize) -> std::ops::Range<usize> {
+        let n = self.hp * self.wp;
+        let i = (c * self.s + ry) * self.s + rx;
+        i * n..(i + 1) * n
+    }
+
+    /// Per kernel offset `k` along an axis of `n_in` plane pixels and `out` output pixels: its
+    /// phase `r`, its shift `q` within the plane, and the outputs `o` with `0 ≤ o + q < n_in`.
+    fn taps(&self, kernel: usize, padding: usize, n_in: usize, out: usize) -> Vec<Tap> {
+        (0..kernel)
+            .map(|k| {
+                let d = k as isize - padding as isize;
+                let (r, q) = (d.rem_euclid(self.s as isize), d.div_euclid(self.s as isize));
+                let lo = (-q).clamp(0, out as isize);
+                let hi = (n_in as isize - q).clamp(lo, out as isize);
+                Tap {
+                    r: r as usize,
+                    q,
+                    valid: (lo as usize, hi as usize),
+                }
+            })
+            .collect()
+    }
+
+    /// Writes the planes of one image `x` (`c_in, h, w`) to `planes` ([`Self::len`] elements):
+    /// `planes[c, ry, rx, t, u] = x[c, t·s + ry, u·s + rx]`, zero outside the image.
+    ///
+    /// Each input row is read once, into the row `t` of its `s` planes (for stride 2 by whole
+    /// pairs, which the compiler turns into vector shuffles).
+    pub(crate) fn split<T: WithDType>(&self, g: &ConvGeom, x: &[T], planes: &mut [T]) {
+        let zero = T::from_f64(0.0);
+        let (s, wp) = (self.s, self.wp);
+        let n_plane = self.hp * wp;
+        for c in 0..g.c_in {
+            let xc = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+            for ry in 0..s {
+                // The s planes (ry, 0..s) of the channel, side by side.
+                let first = self.plane(c, ry, 0).start;
+                let group = &mut planes[first..first + s * n_plane];
+                for t in 0..self.hp {
+                    let iy = t * s + ry;
+                    if iy >= g.h {
+                        for rx in 0..s {
+                            group[rx * n_plane + t * wp..][..wp].fill(zero);
+                        }
+                        continue;
+                    }
+                    let row = &xc[iy * g.w..(iy + 1) * g.w];
+                    if s == 2 {
+                        let (p0, p1) = group.split_at_mut(n_plane);
+                        let (d0, d1) = (&mut p0[t * wp..][..wp], &mut p1[t * wp..][..wp]);
+                        let pairs = row.chunks_exact(2);
+                        let tail = pairs.remainder();
+                        let n = g.w / 2;
+                        for ((a, b), pair) in d0.iter_mut().zip(d1.iter_mut()).zip(pairs) {
+                            *a = pair[0];
+                            *b = pair[1];
+                        }
+                        // An odd width leaves one pixel for the even plane.
+                        match tail {
+                            [v] => {
+                                d0[n] = *v;
+                                d0[n + 1..].fill(zero);
+                            }
+                            _ => d0[n..].fill(zero),
+                        }
+                        d1[n..].fill(zero);
+                        continue;
+                    }
+                    for rx in 0..s {
+                        let dst = &mut group[rx * n_plane + t * wp..][..wp];
+                        // Columns u with u·s + rx < w.
+                        let n = g.w.saturating_sub(rx).div_ceil(s);
+                        if n > 0 {
+                            strided_copy(&mut dst[..n], &row[rx..], s);
+                        }
+                        dst[n..].fill(zero);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes every pixel of the image `dx` (`c_in, h, w`) from its place in `planes`: the
+    /// inverse of [`Self::split`] on the image (what lies past the image is dropped).
+    pub(crate) fn merge<T: WithDType>(&self, g: &ConvGeom, planes: &[T], dx: &mut [T]) {
+        let s = self.s;
+        let n_plane = self.hp * self.wp;
+        for c in 0..g.c_in {
+            let dxc = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
+            for (iy, row) in dxc.chunks_exact_mut(g.w).enumerate() {
+                let (t, ry) = (iy / s, iy % s);
+                let first = self.plane(c, ry, 0).start + t * self.wp;
+                if s == 2 {
+                    let (r0, r1) = (&planes[first..], &planes[first + n_plane..]);
+                    let mut pairs = row.chunks_exact_mut(2);
+                    for ((pair, &a), &b) in (&mut pairs).zip(r0).zip(r1) {
+                        pair[0] = a;
+                        pair[1] = b;
+                    }
+                    if let [v] = pairs.into_remainder() {
+                        *v = r0[g.w / 2];
+                    }
+                    continue;
+                }
+                for rx in 0..s.min(g.w) {
+                    let src = &planes[first + rx * n_plane..][..self.wp];
+                    for (d, &v) in row[rx..].iter_mut().step_by(s).zip(src) {
+                        *d = v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`im2col_rows`] from the planes of the image ([`Self::split`]): every patch-matrix row
+    /// of the tile is one shifted block of one plane.
+    pub(crate) fn im2col_rows<T: WithDType>(
+        &self,
+        g: &ConvGeom,
+        planes: &[T],
+        col: &mut [T],
+        ld: usize,
+        col0: usize,
+        (oy0, oy1): (usize, usize),
+    ) {
+        let cols = (oy1 - oy0) * g.out_w;
+        let ty = self.taps(g.k_h, g.padding, self.hp, g.out_h);
+        let tx = self.taps(g.k_w, g.padding, self.wp, g.out_w);
+        for c in 0..g.c_in {
+            for (ki, y) in ty.iter().enumerate() {
+                let (oy_lo, oy_hi) = clip(y.valid, (oy0, oy1));
+                for (kj, x) in tx.iter().enumerate() {
+                    let row = (c * g.k_h + ki) * g.k_w + kj;
+                    let dst = &mut col[row * ld + col0..row * ld + col0 + cols];
+                    zero_run(&mut dst[..(oy_lo - oy0) * g.out_w]);
+                    zero_run(&mut dst[(oy_hi - oy0) * g.out_w..]);
+                    if oy_hi <= oy_lo {
+                        continue;
+                    }
+                    let block = &mut dst[(oy_lo - oy0) * g.out_w..(oy_hi - oy0) * g.out_w];
+                    let start = (oy_lo as isize + y.q) * self.wp as isize + x.q;
+                    let plane = &planes[self.plane(c, y.r, x.r)];
+                    shifted_block(plane, block, start, self.wp, x.valid);
+                }
+            }
+        }
+    }
+
+    /// The adjoint of [`Self::im2col_rows`]: adds the columns of the output rows `oy0..oy1`,
+    /// found at `col0..` of `col`, into `planes`, each patch-matrix row as one block added at
+    /// its shift. The block's columns outside the plane are zeroed in `col` first (so that they
+    /// add nothing to the neighbouring pixels the block covers); `col` is scratch.
+    pub(crate) fn col2im_rows<T: WithDType>(
+        &self,
+        g: &ConvGeom,
+        col: &mut [T],
+        ld: usize,
+        col0: usize,
+        (oy0, oy1): (usize, usize),
+        planes: &mut [T],
+    ) {
+        let cols = (oy1 - oy0) * g.out_w;
+        let ty = self.taps(g.k_h, g.padding, self.hp, g.out_h);
+        let tx = self.taps(g.k_w, g.padding, self.wp, g.out_w);
+        for c in 0..g.c_in {
+            for (ki, y) in ty.iter().enumerate() {
+                let (oy_lo, oy_hi) = clip(y.valid, (oy0, oy1));
+                for (kj, x) in tx.iter().enumerate() {
+                    let (ox_lo, ox_hi) = x.valid;
+                    if oy_hi <= oy_lo || ox_hi <= ox_lo {
+                        continue;
+                    }
+                    let row = (c * g.k_h + ki) * g.k_w + kj;
+                    let src = &mut col[row * ld + col0..row * ld + col0 + cols];
+                    let block = &mut src[(oy_lo - oy0) * g.out_w..(oy_hi - oy0) * g.out_w];
+                    if ox_lo > 0 || ox_hi < g.out_w {
+                        for r in block.chunks_exact_mut(g.out_w) {
+                            let (head, rest) = r.split_at_mut(ox_lo);
+                            zero_run(head);
+                            zero_run(&mut rest[ox_hi - ox_lo..]);
+                        }
+                    }
+                    let start = (oy_lo as isize + y.q) * self.wp as isize + x.q;
+                    let plane = &mut planes[self.plane(c, y.r, x.r)];
+                    let len = block.len() as isize;
+                    let j0 = (-start).clamp(0, len) as usize;
+                    let j1 = (plane.len() as isize - start).clamp(j0 as isize, len) as usize;
+                    if j1 > j0 {
+                        let s0 = (start + j0 as isize) as usize;
+                        for (d, &v) in plane[s0..s0 + (j1 - j0)].iter_mut().zip(&block[j0..j1]) {
+                            *d += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One kernel offset along one axis, in the phase planes of [`Phases`].
+struct Tap {
+    /// The phase: `(k - padding) mod stride`.
+    r: usize,
+    /// The shift within the plane: `⌊(k - padding) / stride⌋`.
+    q: isize,
+    /// The outputs whose input lies inside the plane.
+    valid: (usize, usize),
 }
