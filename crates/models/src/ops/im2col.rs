@@ -421,6 +421,27 @@ impl Phases {
         }
     }
 
+    /// Calls `f` with every patch-matrix row of the tile of output rows `oy0..oy1`, as the
+    /// planes see it.
+    fn for_each_row(&self, g: &ConvGeom, (oy0, oy1): (usize, usize), mut f: impl FnMut(PlaneRow)) {
+        let ty = self.taps(g.k_h, g.padding, self.hp, g.out_h);
+        let tx = self.taps(g.k_w, g.padding, self.wp, g.out_w);
+        for c in 0..g.c_in {
+            for (ki, y) in ty.iter().enumerate() {
+                let oy = clip(y.valid, (oy0, oy1));
+                for (kj, x) in tx.iter().enumerate() {
+                    f(PlaneRow {
+                        row: (c * g.k_h + ki) * g.k_w + kj,
+                        plane: self.plane(c, y.r, x.r),
+                        oy,
+                        ox: x.valid,
+                        start: (oy.0 as isize + y.q) * self.wp as isize + x.q,
+                    });
+                }
+            }
+        }
+    }
+
     /// [`im2col_rows`] from the planes of the image ([`Self::split`]): every patch-matrix row
     /// of the tile is one shifted block of one plane.
     pub(crate) fn im2col_rows<T: WithDType>(
@@ -433,26 +454,16 @@ impl Phases {
         (oy0, oy1): (usize, usize),
     ) {
         let cols = (oy1 - oy0) * g.out_w;
-        let ty = self.taps(g.k_h, g.padding, self.hp, g.out_h);
-        let tx = self.taps(g.k_w, g.padding, self.wp, g.out_w);
-        for c in 0..g.c_in {
-            for (ki, y) in ty.iter().enumerate() {
-                let (oy_lo, oy_hi) = clip(y.valid, (oy0, oy1));
-                for (kj, x) in tx.iter().enumerate() {
-                    let row = (c * g.k_h + ki) * g.k_w + kj;
-                    let dst = &mut col[row * ld + col0..row * ld + col0 + cols];
-                    zero_run(&mut dst[..(oy_lo - oy0) * g.out_w]);
-                    zero_run(&mut dst[(oy_hi - oy0) * g.out_w..]);
-                    if oy_hi <= oy_lo {
-                        continue;
-                    }
-                    let block = &mut dst[(oy_lo - oy0) * g.out_w..(oy_hi - oy0) * g.out_w];
-                    let start = (oy_lo as isize + y.q) * self.wp as isize + x.q;
-                    let plane = &planes[self.plane(c, y.r, x.r)];
-                    shifted_block(plane, block, start, self.wp, x.valid);
-                }
+        self.for_each_row(g, (oy0, oy1), |r| {
+            let (oy_lo, oy_hi) = r.oy;
+            let dst = &mut col[r.row * ld + col0..r.row * ld + col0 + cols];
+            zero_run(&mut dst[..(oy_lo - oy0) * g.out_w]);
+            zero_run(&mut dst[(oy_hi - oy0) * g.out_w..]);
+            if oy_hi > oy_lo {
+                let block = &mut dst[(oy_lo - oy0) * g.out_w..(oy_hi - oy0) * g.out_w];
+                shifted_block(&planes[r.plane], block, r.start, self.wp, r.ox);
             }
-        }
+        });
     }
 
     /// The adjoint of [`Self::im2col_rows`]: adds the columns of the output rows `oy0..oy1`,
@@ -469,41 +480,46 @@ impl Phases {
         planes: &mut [T],
     ) {
         let cols = (oy1 - oy0) * g.out_w;
-        let ty = self.taps(g.k_h, g.padding, self.hp, g.out_h);
-        let tx = self.taps(g.k_w, g.padding, self.wp, g.out_w);
-        for c in 0..g.c_in {
-            for (ki, y) in ty.iter().enumerate() {
-                let (oy_lo, oy_hi) = clip(y.valid, (oy0, oy1));
-                for (kj, x) in tx.iter().enumerate() {
-                    let (ox_lo, ox_hi) = x.valid;
-                    if oy_hi <= oy_lo || ox_hi <= ox_lo {
-                        continue;
-                    }
-                    let row = (c * g.k_h + ki) * g.k_w + kj;
-                    let src = &mut col[row * ld + col0..row * ld + col0 + cols];
-                    let block = &mut src[(oy_lo - oy0) * g.out_w..(oy_hi - oy0) * g.out_w];
-                    if ox_lo > 0 || ox_hi < g.out_w {
-                        for r in block.chunks_exact_mut(g.out_w) {
-                            let (head, rest) = r.split_at_mut(ox_lo);
-                            zero_run(head);
-                            zero_run(&mut rest[ox_hi - ox_lo..]);
-                        }
-                    }
-                    let start = (oy_lo as isize + y.q) * self.wp as isize + x.q;
-                    let plane = &mut planes[self.plane(c, y.r, x.r)];
-                    let len = block.len() as isize;
-                    let j0 = (-start).clamp(0, len) as usize;
-                    let j1 = (plane.len() as isize - start).clamp(j0 as isize, len) as usize;
-                    if j1 > j0 {
-                        let s0 = (start + j0 as isize) as usize;
-                        for (d, &v) in plane[s0..s0 + (j1 - j0)].iter_mut().zip(&block[j0..j1]) {
-                            *d += v;
-                        }
-                    }
+        self.for_each_row(g, (oy0, oy1), |r| {
+            let ((oy_lo, oy_hi), (ox_lo, ox_hi)) = (r.oy, r.ox);
+            if oy_hi <= oy_lo || ox_hi <= ox_lo {
+                return;
+            }
+            let src = &mut col[r.row * ld + col0..r.row * ld + col0 + cols];
+            let block = &mut src[(oy_lo - oy0) * g.out_w..(oy_hi - oy0) * g.out_w];
+            if ox_lo > 0 || ox_hi < g.out_w {
+                for row in block.chunks_exact_mut(g.out_w) {
+                    let (head, rest) = row.split_at_mut(ox_lo);
+                    zero_run(head);
+                    zero_run(&mut rest[ox_hi - ox_lo..]);
                 }
             }
-        }
+            let plane = &mut planes[r.plane];
+            let len = block.len() as isize;
+            let j0 = (-r.start).clamp(0, len) as usize;
+            let j1 = (plane.len() as isize - r.start).clamp(j0 as isize, len) as usize;
+            if j1 > j0 {
+                let s0 = (r.start + j0 as isize) as usize;
+                for (d, &v) in plane[s0..s0 + (j1 - j0)].iter_mut().zip(&block[j0..j1]) {
+                    *d += v;
+                }
+            }
+        });
     }
+}
+
+/// One patch-matrix row of a tile, as the phase planes see it ([`Phases::for_each_row`]).
+struct PlaneRow {
+    /// The row of the patch matrix: `(c·k_h + ki)·k_w + kj`.
+    row: usize,
+    /// Its plane within the planes of the image.
+    plane: std::ops::Range<usize>,
+    /// The tile's output rows whose input lies inside the plane.
+    oy: (usize, usize),
+    /// The output columns whose input lies inside the plane.
+    ox: (usize, usize),
+    /// Where the output `(oy.0, 0)` reads in the plane (negative before its start).
+    start: isize,
 }
 
 /// One kernel offset along one axis, in the phase planes of [`Phases`].
