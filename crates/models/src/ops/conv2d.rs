@@ -512,13 +512,13 @@ fn conv_bwd_sweep<T: WithDType>(
                                     col2im_rows(g, dcol, n, j * cols, (oy0, oy1), dj);
                                     continue;
                                 };
-                                // One image's planes gather all its tiles (one segment when
-                                // the chunk has several images), then overwrite its dx.
-                                if nbi > 1 || oy0 == 0 {
+                                // One image's planes gather all its tiles (a chunk of several
+                                // images is one segment, oy0 = 0 to out_h), then overwrite its dx.
+                                if oy0 == 0 {
                                     dx_planes.fill(zero);
                                 }
                                 ph.col2im_rows(g, dcol, n, j * cols, (oy0, oy1), dx_planes);
-                                if nbi > 1 || oy1 == g.out_h {
+                                if oy1 == g.out_h {
                                     ph.merge(g, dx_planes, dj);
                                 }
                             }
@@ -533,7 +533,7 @@ fn conv_bwd_sweep<T: WithDType>(
                                 match &phases {
                                     Some(ph) => {
                                         // Split once per image (its first tile).
-                                        if nbi > 1 || oy0 == 0 {
+                                        if oy0 == 0 {
                                             ph.split(g, xj, x_planes);
                                         }
                                         ph.im2col_rows(g, x_planes, col, n, j * cols, (oy0, oy1));

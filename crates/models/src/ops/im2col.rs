@@ -214,11 +214,9 @@ fn shifted_block<T: WithDType>(
     block: &mut [T],
     start: isize,
     w: usize,
-    (ox_lo, ox_hi): (usize, usize),
+    ox: (usize, usize),
 ) {
-    let len = block.len() as isize;
-    let j0 = (-start).clamp(0, len) as usize;
-    let j1 = (src.len() as isize - start).clamp(j0 as isize, len) as usize;
+    let (j0, j1) = inside(start, block.len(), src.len());
     zero_run(&mut block[..j0]);
     if j1 > j0 {
         // start + j0 ≥ 0 here: j0 < len means j0 = max(0, -start).
@@ -226,6 +224,20 @@ fn shifted_block<T: WithDType>(
         block[j0..j1].copy_from_slice(&src[s0..s0 + (j1 - j0)]);
     }
     zero_run(&mut block[j1..]);
+    zero_edges(block, w, ox);
+}
+
+/// The indices `j0..j1` of a block of `len` values placed at `start` of a buffer of `buf_len`
+/// values that land inside the buffer (`0 ≤ start + j < buf_len`).
+fn inside(start: isize, len: usize, buf_len: usize) -> (usize, usize) {
+    let len = len as isize;
+    let j0 = (-start).clamp(0, len);
+    let j1 = (buf_len as isize - start).clamp(j0, len);
+    (j0 as usize, j1 as usize)
+}
+
+/// Zeroes the columns outside `ox_lo..ox_hi` of each row of `w` values of `block`.
+fn zero_edges<T: WithDType>(block: &mut [T], w: usize, (ox_lo, ox_hi): (usize, usize)) {
     if ox_lo > 0 || ox_hi < w {
         for r in block.chunks_exact_mut(w) {
             let (head, rest) = r.split_at_mut(ox_lo);
@@ -487,17 +499,9 @@ impl Phases {
             }
             let src = &mut col[r.row * ld + col0..r.row * ld + col0 + cols];
             let block = &mut src[(oy_lo - oy0) * g.out_w..(oy_hi - oy0) * g.out_w];
-            if ox_lo > 0 || ox_hi < g.out_w {
-                for row in block.chunks_exact_mut(g.out_w) {
-                    let (head, rest) = row.split_at_mut(ox_lo);
-                    zero_run(head);
-                    zero_run(&mut rest[ox_hi - ox_lo..]);
-                }
-            }
+            zero_edges(block, g.out_w, r.ox);
             let plane = &mut planes[r.plane];
-            let len = block.len() as isize;
-            let j0 = (-r.start).clamp(0, len) as usize;
-            let j1 = (plane.len() as isize - r.start).clamp(j0 as isize, len) as usize;
+            let (j0, j1) = inside(r.start, block.len(), plane.len());
             if j1 > j0 {
                 let s0 = (r.start + j0 as isize) as usize;
                 for (d, &v) in plane[s0..s0 + (j1 - j0)].iter_mut().zip(&block[j0..j1]) {
