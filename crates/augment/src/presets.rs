@@ -66,6 +66,16 @@ pub fn simclr_imagenet(size: usize) -> Result<Pipeline> {
     Pipeline::new(t, size)?.with_normalize(IMAGENET_MEAN, IMAGENET_STD)
 }
 
+/// Supervised training of a classifier (the trainer's supervised teacher): random resized crop
+/// (scale 0.6–1, ratio 3/4–4/3) and horizontal flip p 0.5, normalised with [`CIFAR_MEAN`] and
+/// [`CIFAR_STD`].
+pub fn supervised(size: usize) -> Result<Pipeline> {
+    let t = Compose::new()
+        .then(RandomResizedCrop::new((size, size))?.with_scale(0.6, 1.0)?)
+        .then(RandomHorizontalFlip::new(0.5)?);
+    Pipeline::new(t, size)?.with_normalize(CIFAR_MEAN, CIFAR_STD)
+}
+
 /// Evaluation: the whole image resized to `size` × `size` (antialiased bilinear; nothing when
 /// it already has that size), normalised with [`CIFAR_MEAN`] and [`CIFAR_STD`]; no randomness.
 pub fn eval(size: usize) -> Result<Pipeline> {

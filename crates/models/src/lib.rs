@@ -42,6 +42,7 @@ pub mod head;
 pub mod init;
 mod layers;
 pub mod maxpool;
+pub mod network;
 pub mod ops;
 pub mod resnet;
 
@@ -49,4 +50,5 @@ pub use config::{BlockKind, ResNetConfig, Stem, RESNET_NAMES};
 pub use head::{linear_classifier, ProjectionHead, ProjectionHeadConfig};
 pub use init::{is_batch_norm_buffer, seeded_var_builder};
 pub use maxpool::{max_pool2d_with_tensor_ops, MaxPool2d};
+pub use network::{Network, ProjectionSpec};
 pub use resnet::{Features, ResNet};

@@ -25,7 +25,8 @@
 //! | `simclr_aug_two_views_1thread` | `simclr_cifar(32)`, two views of 512 random `u8` images, one thread | images/s |
 //! | `sgemm_2048` | one `(2048, 2048) × (2048, 2048)` f32 matmul: the machine's GEMM ceiling | GFLOP/s |
 //!
-//! The SGD step is the trainer's: [`trainer::optim::Optimizer`] over
+//! The SGD step is the trainer's (`trainer::engine::step::descend`: backward, gradient norm, update):
+//! [`trainer::optim::Optimizer`] over
 //! [`trainer::optim::trainable_params`], lr 0.05, momentum 0.9, weight decay 5e-4 (not on rank ≤ 1
 //! parameters). The teacher is built on detached copies of its weights, so its forward pass records
 //! no graph (PyTorch's `torch.no_grad()`).
@@ -39,6 +40,7 @@ use candle_core::{DType, Device, ModuleT, Shape, Tensor, Var};
 use candle_nn::{Init, VarBuilder, VarMap};
 use models::{ProjectionHead, ProjectionHeadConfig, ResNet, ResNetConfig, Stem};
 use trainer::config::{OptimConfig, OptimizerKind};
+use trainer::engine::step::{descend, StepAt};
 use trainer::optim::{trainable_params, Optimizer};
 
 /// Views per step: 64 images × 2 views.
@@ -301,8 +303,11 @@ impl Student {
         let z = self.head.forward_t(&f.pooled, true)?;
         let n = xs.dim(0)? / 2;
         let loss = loss(&f.logits, &z.narrow(0, 0, n)?, &z.narrow(0, n, n)?)?;
-        let grads = loss.backward()?;
-        self.optimizer.step(&grads, LR, 1.0)?;
+        let at = StepAt {
+            phase: "bench",
+            epoch: 0,
+        };
+        descend(&loss, &mut self.optimizer, LR, 0.0, at)?;
         Ok(())
     }
 }

@@ -1,5 +1,7 @@
 //! Evaluation: classifier accuracy, weighted kNN on backbone features, and a linear probe.
 //!
+//! The [`Evaluator`] is the one way the trainer evaluates a network: it extracts the features and
+//! logits of a model once ([`Evaluator::features`]), then computes every figure from them.
 //! Features are the backbone's pooled features in eval mode on un-augmented (normalised) images.
 //! kNN follows lightly and solo-learn: cosine similarity to every training feature, the `k` nearest
 //! vote with weight `exp(sim / T)`, the class with the largest total wins (k = 200, T = 0.1 by default).
@@ -9,10 +11,15 @@
 use candle_core::{DType, Device, Tensor, Var, D};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::data::Dataset;
+use crate::config::{EvalConfig, OptimConfig, OptimizerKind, ScheduleKind};
+use crate::data::{Dataset, Split};
+use crate::engine::step::{descend, StepAt};
 use crate::net::Net;
+use crate::objective::Metric;
+use crate::optim::{Optimizer, Param};
+use crate::schedule::learning_rate;
 use crate::Result;
 
 /// Pooled features and logits of every image of a set.
@@ -38,13 +45,13 @@ pub fn extract(
 ) -> Result<Extracted> {
     let mut features = Vec::new();
     let mut logits = Vec::new();
-    let (mut dim, mut classes) = (net.backbone.feature_dim(), net.num_classes);
+    let (mut dim, mut classes) = (net.backbone().feature_dim(), net.num_classes);
     let indices: Vec<usize> = (0..ds.len()).collect();
     for chunk in indices.chunks(batch.max(1)) {
         let xs = pipeline
             .apply_batch(&ds.images, (ds.height, ds.width), chunk, 0, 0, 0)?
             .to_device(device)?;
-        let f = net.backbone.forward_features(&xs, false)?;
+        let f = net.backbone().forward_features(&xs, false)?;
         dim = f.pooled.dim(1)?;
         classes = f.logits.dim(1)?;
         features.extend(
@@ -180,14 +187,33 @@ pub fn linear_probe(
     let ys = Tensor::from_slice(train_labels, n, &dev)?;
     let w = Var::zeros((num_classes, dim), DType::F32, &dev)?;
     let b = Var::zeros(num_classes, DType::F32, &dev)?;
-    let (mut mw, mut mb) = (w.zeros_like()?, b.zeros_like()?);
     let batch = 256.min(n.max(1));
     let steps_per_epoch = n.div_ceil(batch);
-    let total = (epochs * steps_per_epoch).max(1);
+    // SGD with momentum 0.9, no weight decay, cosine from `lr` to 0 over every step.
+    let cfg = OptimConfig {
+        epochs,
+        batch_size: batch,
+        lr,
+        optimizer: OptimizerKind::Sgd,
+        momentum: 0.9,
+        nesterov: false,
+        weight_decay: 0.0,
+        schedule: ScheduleKind::Cosine,
+        warmup_epochs: 0.0,
+        ..OptimConfig::default()
+    };
+    let params = [("fc.weight", &w), ("fc.bias", &b)]
+        .into_iter()
+        .map(|(name, var)| Param {
+            name: name.into(),
+            var: var.clone(),
+            decay: false,
+        })
+        .collect();
+    let mut optim = Optimizer::new(params, &cfg);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut order: Vec<u32> = (0..n as u32).collect();
-    let mut step = 0;
-    for _ in 0..epochs {
+    for epoch in 0..epochs {
         order.shuffle(&mut rng);
         for chunk in order.chunks(batch) {
             let idx = Tensor::from_slice(chunk, chunk.len(), &dev)?;
@@ -195,15 +221,12 @@ pub fn linear_probe(
             let yb = ys.index_select(&idx, 0)?;
             let logits = xb.matmul(&w.t()?)?.broadcast_add(&b)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &yb)?;
-            let grads = loss.backward()?;
-            let lr_t = lr * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total as f64).cos());
-            for (var, m) in [(&w, &mut mw), (&b, &mut mb)] {
-                if let Some(g) = grads.get(var.as_tensor()) {
-                    *m = ((&*m * 0.9)? + g)?;
-                    var.set(&(var.as_tensor() - (&*m * lr_t)?)?)?;
-                }
-            }
-            step += 1;
+            let lr_t = learning_rate(&cfg, optim.steps(), steps_per_epoch);
+            let at = StepAt {
+                phase: "linear probe",
+                epoch,
+            };
+            descend(&loss, &mut optim, lr_t, 0.0, at)?;
         }
     }
     // Fold the standardisation into the weights: W' = W / std, b' = b - W' · mean.
@@ -226,7 +249,7 @@ pub fn linear_probe(
 }
 
 /// Every figure of an evaluation.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EvalReport {
     /// Accuracy of the network's own `fc` (None when it was not trained).
     pub classifier_accuracy: Option<f64>,
@@ -236,4 +259,166 @@ pub struct EvalReport {
     pub linear_probe_accuracy: Option<f64>,
     /// Test images.
     pub test_images: usize,
+}
+
+/// Images per forward pass of an evaluation.
+const EVAL_BATCH: usize = 256;
+
+/// A model's features and logits on the test set and, when asked for, the training set: extracted
+/// once, every figure computed from them.
+#[derive(Debug, Clone)]
+pub struct ModelFeatures {
+    /// On the training images (the kNN bank and the linear probe's training set).
+    pub train: Option<Extracted>,
+    /// On the test images.
+    pub test: Extracted,
+}
+
+/// Evaluates networks on a [`Split`] with the settings of an [`EvalConfig`].
+pub struct Evaluator<'a> {
+    split: &'a Split,
+    cfg: &'a EvalConfig,
+    seed: u64,
+    device: Device,
+    pipeline: augment::Pipeline,
+}
+
+impl<'a> Evaluator<'a> {
+    /// An evaluator at image size `image_size` (images resized and normalised, no augmentation);
+    /// `seed` draws the linear probe's batch order.
+    pub fn new(
+        split: &'a Split,
+        cfg: &'a EvalConfig,
+        image_size: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            split,
+            cfg,
+            seed,
+            device: device.clone(),
+            pipeline: augment::presets::eval(image_size)?,
+        })
+    }
+
+    /// The features and logits of `net` on the test set and, with `train`, the training set.
+    pub fn features(&self, net: &Net, train: bool) -> Result<ModelFeatures> {
+        let run = |ds: &Dataset| extract(net, ds, &self.pipeline, &self.device, EVAL_BATCH);
+        let train = if train {
+            Some(run(&self.split.train)?)
+        } else {
+            None
+        };
+        Ok(ModelFeatures {
+            train,
+            test: run(&self.split.test)?,
+        })
+    }
+
+    fn train_features<'f>(&self, f: &'f ModelFeatures) -> Result<&'f Extracted> {
+        f.train.as_ref().ok_or_else(|| {
+            crate::Error::Config(
+                "evaluation: this figure needs the training set's features (extract them with train = true)"
+                    .into(),
+            )
+        })
+    }
+
+    /// Test accuracy of the network's own classifier.
+    pub fn classifier_accuracy(&self, f: &ModelFeatures) -> f64 {
+        accuracy(&f.test.logits, f.test.classes, &self.split.test.labels)
+    }
+
+    /// Accuracy of the classifier on the training images.
+    pub fn train_accuracy(&self, f: &ModelFeatures) -> Result<f64> {
+        let tr = self.train_features(f)?;
+        Ok(accuracy(&tr.logits, tr.classes, &self.split.train.labels))
+    }
+
+    /// Weighted kNN accuracy (k and T from the configuration), the training set as memory bank.
+    pub fn knn_accuracy(&self, f: &ModelFeatures) -> Result<f64> {
+        let tr = self.train_features(f)?;
+        knn_accuracy(
+            &tr.features,
+            &self.split.train.labels,
+            &f.test.features,
+            &self.split.test.labels,
+            tr.dim,
+            self.split.train.num_classes(),
+            self.cfg.knn_k,
+            self.cfg.knn_temperature,
+        )
+    }
+
+    /// A linear classifier fitted on the frozen training features, measured on the test set.
+    pub fn linear_probe(&self, f: &ModelFeatures) -> Result<LinearProbe> {
+        let tr = self.train_features(f)?;
+        linear_probe(
+            &tr.features,
+            &self.split.train.labels,
+            &f.test.features,
+            &self.split.test.labels,
+            tr.dim,
+            self.split.train.num_classes(),
+            self.cfg.linear_epochs,
+            self.cfg.linear_lr,
+            self.seed,
+        )
+    }
+
+    /// The engine's epoch figures of `net` from one extraction (only the test set's for the
+    /// classifier accuracy): `metric` first, then the classifier's test accuracy when `classifier`
+    /// (and it is not the metric already).
+    pub fn epoch_figures(
+        &self,
+        net: &Net,
+        metric: Metric,
+        classifier: bool,
+    ) -> Result<Vec<(&'static str, f64)>> {
+        let f = self.features(net, metric == Metric::Knn)?;
+        let mut out = vec![(
+            metric.key(),
+            match metric {
+                Metric::ClassifierAccuracy => self.classifier_accuracy(&f),
+                Metric::Knn => self.knn_accuracy(&f)?,
+            },
+        )];
+        if classifier && metric != Metric::ClassifierAccuracy {
+            out.push((
+                Metric::ClassifierAccuracy.key(),
+                self.classifier_accuracy(&f),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Every figure from features already extracted: the classifier's accuracy when it was trained
+    /// (and has the data's classes), kNN, and the linear probe when `linear`.
+    pub fn report_from(
+        &self,
+        f: &ModelFeatures,
+        classifier_trained: bool,
+        linear: bool,
+    ) -> Result<EvalReport> {
+        let classes = self.split.train.num_classes();
+        let classifier_accuracy =
+            (classifier_trained && f.test.classes == classes).then(|| self.classifier_accuracy(f));
+        let linear_probe_accuracy = if linear {
+            Some(self.linear_probe(f)?.accuracy)
+        } else {
+            None
+        };
+        Ok(EvalReport {
+            classifier_accuracy,
+            knn_accuracy: self.knn_accuracy(f)?,
+            linear_probe_accuracy,
+            test_images: self.split.test.len(),
+        })
+    }
+
+    /// Every figure of `net` from one feature extraction (see [`Evaluator::report_from`]).
+    pub fn report(&self, net: &Net, classifier_trained: bool, linear: bool) -> Result<EvalReport> {
+        self.report_from(&self.features(net, true)?, classifier_trained, linear)
+    }
 }

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, ModuleT, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use models::{Features, ProjectionHead, ProjectionHeadConfig, ResNet, ResNetConfig, Stem};
+use models::{Features, Network, ResNet, ResNetConfig, Stem};
 
 use crate::checkpoint::{load_into_varmap, meta, Checkpoint};
 use crate::config::ProjectionConfig;
@@ -14,14 +14,13 @@ use crate::{Error, Result};
 /// Prefix of the projection head's variables.
 pub const PROJECTOR: &str = "projector.";
 
-/// A network under training or evaluation.
+/// A network under training or evaluation: a [`models::Network`] (backbone, classifier, optional
+/// projection head) with the `VarMap` that owns its variables.
 pub struct Net {
     /// Every variable (backbone under torchvision keys, head under `projector.`).
     pub varmap: VarMap,
-    /// The backbone with its `fc` classifier.
-    pub backbone: ResNet,
-    /// SimCLR's projection head, when the method uses one.
-    pub projector: Option<ProjectionHead>,
+    /// The backbone with its `fc` classifier, and the projection head when the method uses one.
+    pub network: Network,
     /// Architecture name.
     pub arch: String,
     /// Classes of `fc`.
@@ -67,30 +66,10 @@ impl Net {
             .with_stem(stem_for(image_size));
         let varmap = VarMap::new();
         let vb = models::init::seeded_var_builder(&varmap, seed, DType::F32, device);
-        let backbone = ResNet::new(&cfg, vb.clone())?;
-        let projector = match projection {
-            Some(p) => {
-                let input_dim = backbone.feature_dim();
-                let hidden_dim = if p.hidden_dim == 0 {
-                    input_dim
-                } else {
-                    p.hidden_dim
-                };
-                let head = ProjectionHeadConfig {
-                    input_dim,
-                    hidden_dim,
-                    output_dim: p.output_dim,
-                    num_layers: p.num_layers,
-                    batch_norm: p.batch_norm,
-                };
-                Some(ProjectionHead::new(&head, vb.pp("projector"))?)
-            }
-            None => None,
-        };
+        let network = Network::new(&cfg, projection.map(|p| p.spec()).as_ref(), vb)?;
         Ok(Self {
             varmap,
-            backbone,
-            projector,
+            network,
             arch: arch.to_string(),
             num_classes,
         })
@@ -129,13 +108,14 @@ impl Net {
         Ok((net, ckpt))
     }
 
-    /// Backbone features (and logits) and, when there is a head, the projections `z`.
+    /// Backbone features (and logits) and, when there is a head, the projections `z`
+    /// (see [`models::Network::forward`]).
     pub fn forward(&self, xs: &Tensor, train: bool) -> Result<(Features, Option<Tensor>)> {
-        let f = self.backbone.forward_features(xs, train)?;
-        let z = match &self.projector {
-            Some(p) => Some(p.forward_t(&f.pooled, train)?),
-            None => None,
-        };
-        Ok((f, z))
+        Ok(self.network.forward(xs, train)?)
+    }
+
+    /// The backbone with its classifier.
+    pub fn backbone(&self) -> &ResNet {
+        &self.network.backbone
     }
 }

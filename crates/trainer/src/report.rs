@@ -148,5 +148,10 @@ pub fn plot_curves(path: &Path, runs: &[(String, Vec<Value>)]) -> Result<()> {
         root.present()?;
         Ok(())
     };
-    draw().map_err(|e| Error::Io(path.to_path_buf(), std::io::Error::other(e.to_string())))
+    draw().map_err(|e| plot_error(path, e))
+}
+
+/// A drawing error of the plot `path`, as an error naming the file.
+pub fn plot_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Io(path.to_path_buf(), std::io::Error::other(e.to_string()))
 }

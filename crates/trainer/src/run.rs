@@ -2,17 +2,17 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::data::{DataSource, Split};
+use crate::engine::{Ctx, PhaseOutcome};
 use crate::eval::EvalReport;
 use crate::metrics::read_metrics;
 use crate::net::Net;
+use crate::phases;
 use crate::report::{markdown_table, plot_curves, Row};
-use crate::train::{self, Ctx};
 use crate::{Error, Result};
 
 /// Loads the configured data (and its per-class subsets).
@@ -28,7 +28,8 @@ pub fn load_data(cfg: &Config) -> Result<Split> {
     Ok(split)
 }
 
-fn prepare_out(cfg: &Config) -> Result<()> {
+/// Creates the run folder and writes the resolved `config.toml` into it.
+pub fn prepare_out(cfg: &Config) -> Result<()> {
     let out = &cfg.out;
     std::fs::create_dir_all(out).map_err(|e| Error::Io(out.clone(), e))?;
     crate::checkpoint::write_atomic(&out.join("config.toml"), cfg.to_toml()?.as_bytes())
@@ -42,11 +43,11 @@ fn epoch_records(dir: &Path) -> Result<Vec<Value>> {
         .collect())
 }
 
-fn row(model: &str, net: &Net, eval: EvalReport, outcome: &train::PhaseOutcome) -> Row {
+fn row(model: &str, net: &Net, eval: EvalReport, outcome: &PhaseOutcome) -> Row {
     Row {
         model: model.to_string(),
         arch: net.arch.clone(),
-        parameters: net.backbone.num_parameters(),
+        parameters: net.backbone().num_parameters(),
         eval,
         train_seconds: outcome.seconds,
         images_per_second: outcome.images_per_second,
@@ -95,14 +96,23 @@ fn write_summary(
     })
 }
 
-fn ctx<'a>(cfg: &'a Config, split: &'a Split, interrupt: &'a AtomicBool) -> Result<Ctx<'a>> {
-    Ok(Ctx {
-        cfg,
-        device: crate::device::open_device(&cfg.device)?,
-        split,
-        train_images: Arc::new(split.train.images.clone()),
-        interrupt,
-    })
+/// The configured teacher of `ctx.cfg`'s student, as the targets it asks for (None without one).
+fn teacher_of(ctx: &Ctx) -> Result<Option<crate::objective::Teacher>> {
+    match phases::load_teacher(ctx)? {
+        Some(net) => Ok(Some(phases::teacher_targets(ctx, &net)?)),
+        None => Ok(None),
+    }
+}
+
+/// A student of `ctx.cfg` trained into `dir` from its configured teacher.
+fn distill(ctx: &Ctx, dir: &Path, resume: bool) -> Result<(PhaseOutcome, Net)> {
+    phases::train_student(ctx, dir, resume, teacher_of(ctx)?)
+}
+
+/// Loads `path` into `net`'s variables.
+fn load_best(net: &Net, path: &Path, device: &candle_core::Device) -> Result<()> {
+    let ck = crate::checkpoint::Checkpoint::load(path, device)?;
+    crate::checkpoint::load_into_varmap(&net.varmap, &ck, "", path, &net.arch)
 }
 
 /// `trainer run`: teacher, distilled student (α from the configuration), SimCLR-only student (α = 0),
@@ -111,27 +121,24 @@ pub fn run_all(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result<Sum
     cfg.validate()?;
     prepare_out(cfg)?;
     let split = load_data(cfg)?;
-    let c = ctx(cfg, &split, interrupt)?;
+    let c = Ctx::new(cfg, &split, interrupt)?;
     let teacher_dir = cfg.out.join("teacher");
-    let teacher = train::train_teacher(&c, &teacher_dir, resume)?;
+    let teacher = phases::train_teacher(&c, &teacher_dir, resume)?;
 
     let mut kd_cfg = cfg.clone();
     kd_cfg.student.teacher = Some(teacher.best.clone());
     kd_cfg.student.teacher_arch = Some(cfg.teacher.arch.clone());
     let alpha = kd_cfg.student.alpha;
-    let kd_ctx = Ctx {
-        cfg: &kd_cfg,
-        ..ctx(&kd_cfg, &split, interrupt)?
-    };
+    let kd_ctx = c.with_config(&kd_cfg);
     let kd_dir = cfg.out.join("student_distilled");
-    let (kd, kd_net) = train::train_student(&kd_ctx, &kd_dir, resume)?;
+    let (kd, kd_net) = distill(&kd_ctx, &kd_dir, resume)?;
 
     let mut base_cfg = cfg.clone();
     base_cfg.student.alpha = 0.0;
     base_cfg.student.teacher = None;
-    let base_ctx = ctx(&base_cfg, &split, interrupt)?;
+    let base_ctx = c.with_config(&base_cfg);
     let base_dir = cfg.out.join("student_simclr");
-    let (base, base_net) = train::train_student(&base_ctx, &base_dir, resume)?;
+    let (base, base_net) = distill(&base_ctx, &base_dir, resume)?;
 
     let (teacher_net, _) = Net::from_checkpoint(
         &teacher.best,
@@ -140,29 +147,25 @@ pub fn run_all(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result<Sum
         cfg.data.image_size,
         &c.device,
     )?;
-    let load_best = |net: &Net, path: &Path| -> Result<()> {
-        let ck = crate::checkpoint::Checkpoint::load(path, &c.device)?;
-        crate::checkpoint::load_into_varmap(&net.varmap, &ck, "", path, &net.arch)
-    };
-    load_best(&kd_net, &kd.best)?;
-    load_best(&base_net, &base.best)?;
+    load_best(&kd_net, &kd.best, &c.device)?;
+    load_best(&base_net, &base.best, &c.device)?;
     let rows = vec![
         row(
             &format!("teacher ({:?})", cfg.teacher.method).to_lowercase(),
             &teacher_net,
-            train::evaluate(&c, &teacher_net, true, true)?,
+            c.evaluator()?.report(&teacher_net, true, true)?,
             &teacher,
         ),
         row(
             &format!("student, SimCLR + KD (α = {alpha})"),
             &kd_net,
-            train::evaluate(&kd_ctx, &kd_net, alpha > 0.0, true)?,
+            kd_ctx.evaluator()?.report(&kd_net, alpha > 0.0, true)?,
             &kd,
         ),
         row(
             "student, SimCLR only (α = 0)",
             &base_net,
-            train::evaluate(&base_ctx, &base_net, false, true)?,
+            base_ctx.evaluator()?.report(&base_net, false, true)?,
             &base,
         ),
     ];
@@ -200,8 +203,8 @@ pub fn run_teacher(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result
     cfg.validate()?;
     prepare_out(cfg)?;
     let split = load_data(cfg)?;
-    let c = ctx(cfg, &split, interrupt)?;
-    let outcome = train::train_teacher(&c, &cfg.out, resume)?;
+    let c = Ctx::new(cfg, &split, interrupt)?;
+    let outcome = phases::train_teacher(&c, &cfg.out, resume)?;
     let (net, _) = Net::from_checkpoint(
         &outcome.best,
         Some(&cfg.teacher.arch),
@@ -212,7 +215,7 @@ pub fn run_teacher(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result
     let rows = vec![row(
         "teacher",
         &net,
-        train::evaluate(&c, &net, true, true)?,
+        c.evaluator()?.report(&net, true, true)?,
         &outcome,
     )];
     write_summary(
@@ -230,16 +233,14 @@ pub fn run_distill(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result
     cfg.validate()?;
     prepare_out(cfg)?;
     let split = load_data(cfg)?;
-    let c = ctx(cfg, &split, interrupt)?;
-    let (outcome, net) = train::train_student(&c, &cfg.out, resume)?;
-    let ck = crate::checkpoint::Checkpoint::load(&outcome.best, &c.device)?;
-    crate::checkpoint::load_into_varmap(&net.varmap, &ck, "", &outcome.best, &net.arch)?;
+    let c = Ctx::new(cfg, &split, interrupt)?;
+    let s = train_and_evaluate_student(&c, resume, teacher_of(&c)?)?;
     let alpha = cfg.student.alpha;
     let rows = vec![row(
         &format!("student (α = {alpha})"),
-        &net,
-        train::evaluate(&c, &net, alpha > 0.0, true)?,
-        &outcome,
+        &s.net,
+        s.eval,
+        &s.outcome,
     )];
     write_summary(
         cfg,
@@ -261,8 +262,14 @@ pub fn run_eval(
     cfg.validate()?;
     let split = load_data(cfg)?;
     let interrupt = AtomicBool::new(false);
-    let c = ctx(cfg, &split, &interrupt)?;
-    let ck = crate::checkpoint::Checkpoint::load(checkpoint, &c.device)?;
+    let c = Ctx::new(cfg, &split, &interrupt)?;
+    let (net, ck) = Net::from_checkpoint(
+        checkpoint,
+        arch,
+        split.train.num_classes(),
+        cfg.data.image_size,
+        &c.device,
+    )?;
     // A student trained with α = 0 has an untrained classifier: report it as absent.
     let untrained_fc = ck
         .metadata
@@ -272,7 +279,39 @@ pub fn run_eval(
             ck.metadata
                 .get(crate::checkpoint::meta::ROLE)
                 .is_some_and(|r| r == "student")
-                && k.student.alpha == 0.0
+                && !student_has_classifier(&k.student)
         });
-    train::evaluate_checkpoint(&c, checkpoint, arch, !untrained_fc, linear)
+    c.evaluator()?.report(&net, !untrained_fc, linear)
+}
+
+/// A trained and evaluated student.
+#[derive(Debug)]
+pub struct StudentRun {
+    /// The phase's outcome.
+    pub outcome: PhaseOutcome,
+    /// The student, with its `best` weights.
+    pub net: Net,
+    /// Its figures.
+    pub eval: EvalReport,
+}
+
+/// Trains the student of `ctx.cfg` into `ctx.cfg.out` distilling from `teacher`, loads its `best`
+/// checkpoint and evaluates it (classifier where trained, kNN, linear probe): the student of
+/// `trainer distill` and of the study.
+pub fn train_and_evaluate_student(
+    ctx: &Ctx,
+    resume: bool,
+    teacher: Option<crate::objective::Teacher>,
+) -> Result<StudentRun> {
+    let (outcome, net) = phases::train_student(ctx, &ctx.cfg.out, resume, teacher)?;
+    load_best(&net, &outcome.best, &ctx.device)?;
+    let eval = ctx
+        .evaluator()?
+        .report(&net, student_has_classifier(&ctx.cfg.student), true)?;
+    Ok(StudentRun { outcome, net, eval })
+}
+
+/// Whether a student trained with `s` has a trained classifier head: not a SimCLR-only one.
+pub fn student_has_classifier(s: &crate::config::StudentConfig) -> bool {
+    s.objective != crate::config::StudentObjective::SimclrKd || s.alpha > 0.0
 }

@@ -324,7 +324,10 @@ fn config_file_errors_are_named() -> Result<()> {
         ("seed = \"seven\"\n", vec!["seed", "invalid type"]),
         ("checkpoint_every = -3\n", vec!["checkpoint_every"]),
         ("[student]\nalpha = 2.0\n", vec!["alpha", "2"]),
-        ("[teacher.optim]\nepochs = 0\n", vec!["teacher.epochs", "0"]),
+        (
+            "[teacher.optim]\nepochs = 0\n",
+            vec!["teacher.optim.epochs", "0"],
+        ),
         (
             "[data]\nimage_size = 100000\n",
             vec!["image_size", "100000"],
@@ -384,7 +387,7 @@ fn bad_option_values_are_named() -> Result<()> {
         ),
         (
             vec!["teacher", "--method", "simclr", "--batch-size", "1"],
-            vec!["teacher.batch_size", "NT-Xent"],
+            vec!["teacher.optim.batch_size", "NT-Xent"],
         ),
         (
             vec!["teacher", "--device", "cuda"],
@@ -540,5 +543,144 @@ fn a_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint() -> Resu
             );
         }
     }
+    Ok(())
+}
+
+/// The leaves of a TOML table as `a.b.c` → value.
+fn leaves(v: &toml::Value, prefix: &str, out: &mut std::collections::BTreeMap<String, String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaves(v, &key, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+fn keys_of(cfg: &trainer::Config) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    leaves(
+        &toml::Value::try_from(cfg).expect("a configuration serialises"),
+        "",
+        &mut out,
+    );
+    out
+}
+
+/// The configuration a command line resolves to.
+fn resolve(args: &[String]) -> Option<trainer::Config> {
+    use clap::Parser;
+    let cli = trainer::cli::Cli::try_parse_from(args).ok()?;
+    Some(match cli.command? {
+        trainer::cli::Command::Run(o) | trainer::cli::Command::Smoke(o) => o.config().ok()?,
+        trainer::cli::Command::Teacher(o) => o.config().ok()?,
+        trainer::cli::Command::Distill(o) => o.config().ok()?,
+        trainer::cli::Command::Eval(o) => o.config().ok()?,
+    })
+}
+
+/// The option list, the TOML keys and `--help` come from one definition: every key of the
+/// configuration is set by a flag of some command, every flag of a command that is not one of its
+/// own arguments sets a key, and `--help` shows each flag with its key's documentation.
+#[test]
+fn every_config_key_is_settable_from_the_command_line() -> Result<()> {
+    use clap::CommandFactory;
+    // Every key, the optional ones included.
+    let mut full = trainer::Config::default();
+    full.teacher.from = Some("t.safetensors".into());
+    full.student.teacher = Some("t.safetensors".into());
+    full.student.teacher_arch = Some("resnet20".into());
+    let all: Vec<String> = keys_of(&full).into_keys().collect();
+    let own = [
+        "config",
+        "resume",
+        "checkpoint",
+        "json",
+        "no_linear",
+        "help",
+    ];
+    let mut set = std::collections::BTreeSet::new();
+    let root = trainer::cli::Cli::command();
+    for sub in root.get_subcommands() {
+        let name = sub.get_name();
+        // `eval` needs its checkpoint.
+        let needed: &[&str] = if name == "eval" {
+            &["--checkpoint", "c"]
+        } else {
+            &[]
+        };
+        let args = |extra: &[&str]| -> Vec<String> {
+            ["trainer", name]
+                .iter()
+                .chain(needed)
+                .chain(extra)
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let base = keys_of(&resolve(&args(&[])).expect("no flags resolve"));
+        let help = sub.clone().render_long_help().to_string();
+        for arg in sub.get_arguments() {
+            let id = arg.get_id().as_str();
+            let Some(long) = arg.get_long() else { continue };
+            if own.contains(&id) || (name == "eval" && id == "arch") {
+                continue;
+            }
+            let flag = format!("--{long}");
+            assert!(help.contains(&flag), "{name} --help lacks {flag}");
+            let doc = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(!doc.is_empty(), "{name} {flag} has no help text");
+            let mut candidates: Vec<String> = ["7", "0.25", "true", "false", "x", "3,5"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            candidates.extend(
+                arg.get_possible_values()
+                    .iter()
+                    .map(|v| v.get_name().to_string()),
+            );
+            let changed = candidates.iter().find_map(|value| {
+                let cfg = resolve(&args(&[&flag, value]))?;
+                let keys = keys_of(&cfg);
+                let diff: Vec<String> = all
+                    .iter()
+                    .filter(|k| keys.get(*k) != base.get(*k))
+                    .cloned()
+                    .collect();
+                (!diff.is_empty()).then_some(diff)
+            });
+            let changed =
+                changed.unwrap_or_else(|| panic!("{name} {flag} sets no configuration key"));
+            set.extend(changed);
+        }
+    }
+    let missing: Vec<&String> = all.iter().filter(|k| !set.contains(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "configuration keys no flag sets: {missing:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn absurd_thread_counts_are_refused_at_once() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = Command::new(BIN)
+        .args(["teacher", "--quiet", "--threads", "100000", "--out"])
+        .arg(dir.path().join("out"))
+        .output()?;
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{e}");
+    for want in ["threads", "--threads", "100000", "1024"] {
+        assert!(e.contains(want), "`{want}` missing from {e}");
+    }
+    assert!(!e.contains("panicked"), "{e}");
     Ok(())
 }

@@ -45,22 +45,24 @@ linear_epochs = 2
 every = 1
 "#;
 
-fn study(dir: &Path, config: &str, extra: &[&str]) -> Result<Output> {
-    let cfg = dir.join("study.toml");
-    std::fs::write(&cfg, config)?;
-    let out = Command::new(env!("CARGO_BIN_EXE_study"))
-        .arg("--config")
-        .arg(&cfg)
+/// The study binary on `dir/study.toml`, `dir/data`, `dir/runs` and `dir/results`.
+fn study_command(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_study"));
+    cmd.arg("--config")
+        .arg(dir.join("study.toml"))
         .arg("--data-dir")
         .arg(dir.join("data"))
         .arg("--runs")
         .arg(dir.join("runs"))
         .arg("--results")
         .arg(dir.join("results"))
-        .args(extra)
-        .env("RAYON_NUM_THREADS", "2")
-        .output()?;
-    Ok(out)
+        .env("RAYON_NUM_THREADS", "2");
+    cmd
+}
+
+fn study(dir: &Path, config: &str, extra: &[&str]) -> Result<Output> {
+    std::fs::write(dir.join("study.toml"), config)?;
+    Ok(study_command(dir).args(extra).output()?)
 }
 
 fn tarballs(dir: &Path) -> Result<()> {
@@ -123,8 +125,13 @@ fn tiny_study_writes_every_figure() -> Result<()> {
         );
         let epochs = s["epochs"].as_array().expect("epochs");
         assert_eq!(epochs.len(), 2, "{key}");
-        // The last epoch's curve point is the table's figure.
-        assert_eq!(epochs[1]["knn_accuracy"], eval["knn_accuracy"], "{key}");
+        // The table's figure is the best epoch's (the student is evaluated as `trainer distill`
+        // evaluates it: its best checkpoint by kNN accuracy).
+        let best = epochs
+            .iter()
+            .filter_map(|e| e["knn_accuracy"].as_f64())
+            .fold(f64::NEG_INFINITY, f64::max);
+        assert_eq!(Some(best), eval["knn_accuracy"].as_f64(), "{key}");
         // Every epoch evaluates (`every = 1`) and logs the loss parts its method has.
         assert!(epochs[0]["knn_accuracy"].is_f64(), "{key}");
         let has = |k: &str| epochs.iter().all(|e| e[k].is_f64());
@@ -141,6 +148,42 @@ fn tiny_study_writes_every_figure() -> Result<()> {
     let md = std::fs::read_to_string(results.join("cifar10_cpu_study.md"))?;
     assert!(md.contains("| teacher: resnet8 supervised |"), "{md}");
     assert_eq!(md.matches("| student resnet8: ").count(), 4, "{md}");
+
+    // A study student is exactly a `trainer distill --teacher-targets fixed` run: its resolved
+    // configuration (the study's `config.toml` in its folder) given to `trainer distill` trains the
+    // same student, with the same figures.
+    let student = std::fs::read_dir(dir.join("runs"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("student_alpha_0.5_seed0_"))
+        })
+        .expect("the α = 0.5 student's folder");
+    let config = std::fs::read_to_string(student.join("config.toml"))?;
+    assert!(config.contains("teacher_targets = \"fixed\""), "{config}");
+    let out = dir.join("distill");
+    let distill = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(["distill", "--quiet", "--threads", "2", "--config"])
+        .arg(student.join("config.toml"))
+        .arg("--out")
+        .arg(&out)
+        .output()?;
+    assert!(
+        distill.status.success(),
+        "{}",
+        String::from_utf8_lossy(&distill.stderr)
+    );
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json"))?)?;
+    let study_student = students
+        .iter()
+        .find(|s| s["key"] == "alpha_0.5")
+        .expect("the α = 0.5 student");
+    assert_eq!(summary["rows"][0]["eval"], study_student["eval"]);
+    assert_eq!(
+        common::metrics_without_timing(&out.join("metrics.jsonl")),
+        common::metrics_without_timing(&student.join("metrics.jsonl"))
+    );
 
     // `--report-only` rebuilds the same report from the JSON alone.
     std::fs::remove_file(results.join("cifar10_cpu_study.md"))?;
@@ -189,5 +232,137 @@ fn bad_study_configurations_are_refused() -> Result<()> {
     assert!(!missing.status.success());
     let e = String::from_utf8_lossy(&missing.stderr);
     assert!(e.contains("train.tar.gz"), "{e}");
+    Ok(())
+}
+
+/// The figures of a results JSON: the teacher's and every student's evaluation, by key and seed.
+fn figures(results: &Path) -> Result<Vec<(String, Value)>> {
+    let j: Value = serde_json::from_str(&std::fs::read_to_string(
+        results.join("cifar10_cpu_study.json"),
+    )?)?;
+    let mut out = vec![("teacher".to_string(), j["teacher"]["eval"].clone())];
+    for s in j["students"].as_array().expect("students") {
+        out.push((format!("{}/{}", s["key"], s["seed"]), s["eval"].clone()));
+    }
+    Ok(out)
+}
+
+/// When each student folder's `last.safetensors` was last written.
+fn checkpoint_times(runs: &Path) -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+    let Ok(entries) = std::fs::read_dir(runs) else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("student_"))
+        })
+        .filter_map(|p| {
+            let t = std::fs::metadata(p.join("last.safetensors"))
+                .and_then(|m| m.modified())
+                .ok()?;
+            Some((p, t))
+        })
+        .collect()
+}
+
+/// A study killed (SIGKILL) in the middle of its students, again and again, and started again
+/// each time ends with the figures of an uninterrupted study; finished students are not retrained.
+#[test]
+fn a_killed_study_resumes_and_ends_as_an_uninterrupted_one() -> Result<()> {
+    use std::time::{Duration, Instant};
+    let root = tempfile::tempdir()?;
+    // Batches of 4 and a checkpoint after every step: kills land inside students.
+    let config = TINY
+        .replace(
+            "[trainer]\nseed = 0",
+            "[trainer]\nseed = 0\ncheckpoint_every = 1",
+        )
+        .replace(
+            "[trainer.student.optim]\nepochs = 2\nbatch_size = 16",
+            "[trainer.student.optim]\nepochs = 2\nbatch_size = 4",
+        );
+    assert!(config.contains("checkpoint_every = 1") && config.contains("batch_size = 4"));
+    let reference = root.path().join("reference");
+    tarballs(&reference)?;
+    let out = study(&reference, &config, &[])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = root.path().join("killed");
+    tarballs(&dir)?;
+    std::fs::write(dir.join("study.toml"), &config)?;
+    let spawn = || -> Result<std::process::Child> {
+        Ok(study_command(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?)
+    };
+    let runs = dir.join("runs");
+    // Each life is killed as soon as it has written a checkpoint of a student that has no result
+    // yet: in the middle of that student, after some progress; each student twice at most.
+    let mut kills = 0;
+    let mut killed_in: Vec<std::path::PathBuf> = Vec::new();
+    let mut done = false;
+    for life in 0..40 {
+        let before = checkpoint_times(&runs);
+        let mut child = spawn()?;
+        let start = Instant::now();
+        let finished = loop {
+            if let Some(status) = child.try_wait()? {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    std::io::Read::read_to_string(&mut e, &mut err)?;
+                }
+                assert!(status.success(), "life {life}: {err}");
+                break true;
+            }
+            let progressed = checkpoint_times(&runs).into_iter().find(|(p, t)| {
+                !p.join("result.json").exists()
+                    && !before.contains(&(p.clone(), *t))
+                    && killed_in.iter().filter(|k| *k == p).count() < 2
+            });
+            assert!(
+                start.elapsed() < Duration::from_secs(300),
+                "life {life} hangs"
+            );
+            if let Some((p, _)) = progressed {
+                child.kill()?;
+                child.wait()?;
+                kills += 1;
+                killed_in.push(p);
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        if finished {
+            done = true;
+            break;
+        }
+    }
+    assert!(done, "the study did not end after {kills} kills");
+    assert!(kills >= 3, "only {kills} kills landed inside a student");
+    assert_eq!(
+        figures(&dir.join("results"))?,
+        figures(&reference.join("results"))?
+    );
+    // A finished study started again retrains nothing.
+    let again = study(&dir, &config, &[])?;
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(
+        text.contains("teacher: reusing") && !text.contains("epochs ..."),
+        "{text}"
+    );
+    assert_eq!(text.matches("reusing").count(), 1 + 4, "{text}");
     Ok(())
 }

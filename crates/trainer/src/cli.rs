@@ -1,0 +1,247 @@
+//! The `trainer` command line, derived from the configuration types.
+//!
+//! Every option of a run is a field of [`Config`] (or of a table in it) with a clap `#[arg]`
+//! attribute: its flag, `--help` text, TOML key and validation are declared once there. A command
+//! flattens the tables it uses:
+//!
+//! | command | options |
+//! | --- | --- |
+//! | `teacher` | run options, `[data]`, `[eval]`, `[teacher]` (with its `[teacher.optim]`) |
+//! | `distill` | run options, `[data]`, `[eval]`, `[student]` (with `[student.optim]`, `[student.projection]`) |
+//! | `run`, `smoke` | as `distill`; the optimisation flags (`--epochs`, `--lr`, …) set both phases, `--teacher-epochs` the teacher's epochs alone |
+//! | `eval` | run options, `[data]`, `[eval]`, `--checkpoint`, `--arch`, `--json`, `--no-linear` |
+//!
+//! All take `--config FILE.toml` (every key; the command line overrides it) and `--resume`. The
+//! command line *overlays* the configuration: a flag sets its key only when it is given
+//! ([`clap::FromArgMatches::update_from_arg_matches`]).
+
+use std::marker::PhantomData;
+use std::path::PathBuf;
+
+use clap::{ArgMatches, Args, FromArgMatches, Parser, Subcommand};
+
+use crate::config::{Config, OptimConfig, StudentConfig, TeacherConfig};
+use crate::Result;
+
+/// Contrastive self-supervised learning with knowledge distillation: a ResNet teacher distilled into
+/// a small ResNet student with (1 − α)·NT-Xent + α·KD·T². With no command: `run` on the bundled
+/// sample.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "trainer", version)]
+pub struct Cli {
+    /// The command (default: `run`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// A `trainer` command with its options.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Teacher, distilled student, SimCLR-only student, evaluation and a summary table.
+    Run(Options<RunLayout>),
+    /// Train (supervised or SimCLR) or import a teacher.
+    Teacher(Options<TeacherLayout>),
+    /// Distil a student from a teacher checkpoint on the combined loss.
+    Distill(Options<DistillLayout>),
+    /// Classifier, kNN and linear-probe accuracy of a checkpoint.
+    Eval(Options<EvalLayout>),
+    /// A tiny `run` on a slice of the bundled sample (CI's smoke test).
+    Smoke(Options<RunLayout>),
+}
+
+/// The options of every command besides the configuration's.
+#[derive(Args, Debug, Clone, Default)]
+pub struct FileArgs {
+    /// A TOML file with any of the options (the command line overrides it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue from the run folder's last checkpoints.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// `trainer run`'s own option.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// Teacher epochs (`teacher.optim.epochs`; the optimisation flags set both phases).
+    #[arg(long)]
+    pub teacher_epochs: Option<usize>,
+}
+
+/// `trainer eval`'s own options.
+#[derive(Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// The checkpoint to evaluate.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Architecture of the checkpoint, when its metadata does not say.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Skip the linear probe.
+    #[arg(long)]
+    pub no_linear: bool,
+}
+
+/// Which configuration tables a command exposes and how its flags land in a [`Config`].
+pub trait Layout: Clone + std::fmt::Debug + Send + Sync + 'static {
+    /// Adds the command's arguments.
+    fn augment(cmd: clap::Command) -> clap::Command;
+    /// Sets the keys whose flags are in `m`.
+    fn overlay(cfg: &mut Config, m: &ArgMatches) -> Result<(), clap::Error>;
+    /// The run folder when neither `--out` nor `--config` gives one.
+    fn default_out() -> Option<&'static str> {
+        None
+    }
+}
+
+/// The run options and `--config`/`--resume`; a flag given twice keeps its last value.
+fn common(cmd: clap::Command) -> clap::Command {
+    FileArgs::augment_args(Config::augment_args(cmd.args_override_self(true)))
+}
+
+/// `teacher`: the run options and `[teacher]`.
+#[derive(Debug, Clone)]
+pub struct TeacherLayout;
+
+impl Layout for TeacherLayout {
+    fn augment(cmd: clap::Command) -> clap::Command {
+        TeacherConfig::augment_args(common(cmd).next_help_heading("Teacher"))
+    }
+    fn overlay(cfg: &mut Config, m: &ArgMatches) -> Result<(), clap::Error> {
+        cfg.update_from_arg_matches(m)?;
+        cfg.teacher.update_from_arg_matches(m)
+    }
+    fn default_out() -> Option<&'static str> {
+        Some("runs/teacher")
+    }
+}
+
+/// `distill`: the run options and `[student]`.
+#[derive(Debug, Clone)]
+pub struct DistillLayout;
+
+impl Layout for DistillLayout {
+    fn augment(cmd: clap::Command) -> clap::Command {
+        StudentConfig::augment_args(common(cmd).next_help_heading("Student"))
+    }
+    fn overlay(cfg: &mut Config, m: &ArgMatches) -> Result<(), clap::Error> {
+        cfg.update_from_arg_matches(m)?;
+        cfg.student.update_from_arg_matches(m)
+    }
+    fn default_out() -> Option<&'static str> {
+        Some("runs/distill")
+    }
+}
+
+/// `run` and `smoke`: as `distill`, with the optimisation flags applied to both phases.
+#[derive(Debug, Clone)]
+pub struct RunLayout;
+
+impl Layout for RunLayout {
+    fn augment(cmd: clap::Command) -> clap::Command {
+        RunArgs::augment_args(DistillLayout::augment(cmd))
+    }
+    fn overlay(cfg: &mut Config, m: &ArgMatches) -> Result<(), clap::Error> {
+        DistillLayout::overlay(cfg, m)?;
+        <OptimConfig as FromArgMatches>::update_from_arg_matches(&mut cfg.teacher.optim, m)?;
+        if let Some(e) = RunArgs::from_arg_matches(m)?.teacher_epochs {
+            cfg.teacher.optim.epochs = e;
+        }
+        Ok(())
+    }
+}
+
+/// `eval`: the run options and the checkpoint.
+#[derive(Debug, Clone)]
+pub struct EvalLayout;
+
+impl Layout for EvalLayout {
+    fn augment(cmd: clap::Command) -> clap::Command {
+        EvalArgs::augment_args(common(cmd).next_help_heading("Checkpoint"))
+    }
+    fn overlay(cfg: &mut Config, m: &ArgMatches) -> Result<(), clap::Error> {
+        cfg.update_from_arg_matches(m)
+    }
+}
+
+/// The parsed options of one command (kept as clap's matches, resolved by [`Options::config`]).
+#[derive(Debug, Clone)]
+pub struct Options<L> {
+    matches: ArgMatches,
+    layout: PhantomData<L>,
+}
+
+impl<L: Layout> Options<L> {
+    /// `--config` and `--resume`.
+    pub fn file(&self) -> FileArgs {
+        FileArgs::from_arg_matches(&self.matches).unwrap_or_default()
+    }
+
+    /// Arguments of the command beyond the configuration (e.g. [`EvalArgs`]).
+    pub fn args<T: FromArgMatches>(&self) -> Result<T, clap::Error> {
+        T::from_arg_matches(&self.matches)
+    }
+
+    /// The configuration: `--config FILE` (or the defaults), then `preset`, then the flags given.
+    pub fn config_with(&self, preset: impl FnOnce(&mut Config)) -> Result<Config> {
+        let file = self.file();
+        let mut cfg = match &file.config {
+            Some(p) => Config::from_toml_file(p)?,
+            None => {
+                let mut cfg = Config::default();
+                if let Some(out) = L::default_out() {
+                    cfg.out = PathBuf::from(out);
+                }
+                cfg
+            }
+        };
+        preset(&mut cfg);
+        L::overlay(&mut cfg, &self.matches).map_err(|e| crate::Error::Config(e.to_string()))?;
+        Ok(cfg)
+    }
+
+    /// The configuration: `--config FILE` (or the defaults), then the flags given.
+    pub fn config(&self) -> Result<Config> {
+        self.config_with(|_| {})
+    }
+}
+
+impl<L: Layout> Default for Options<L> {
+    /// No flag given.
+    fn default() -> Self {
+        let matches = L::augment(clap::Command::new("trainer"))
+            .try_get_matches_from(["trainer"])
+            .unwrap_or_default();
+        Self {
+            matches,
+            layout: PhantomData,
+        }
+    }
+}
+
+impl<L: Layout> FromArgMatches for Options<L> {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Self {
+            matches: matches.clone(),
+            layout: PhantomData,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        self.matches = matches.clone();
+        Ok(())
+    }
+}
+
+impl<L: Layout> Args for Options<L> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        L::augment(cmd)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        L::augment(cmd)
+    }
+}

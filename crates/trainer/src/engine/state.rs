@@ -1,0 +1,170 @@
+//! Where a phase stands, as its checkpoints record it and `--resume` restores it.
+//!
+//! `last.safetensors` holds the network's variables, the optimizer's state and, in its metadata,
+//! the epoch and the batches done in it, the step, the best metric so far and the loss sums of a
+//! partly done epoch: everything a resumed run needs to continue as the uninterrupted one would.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::Device;
+
+use crate::checkpoint::{self, meta, Checkpoint};
+use crate::config::Config;
+use crate::net::Net;
+use crate::optim::Optimizer;
+use crate::Result;
+
+/// Metadata key: batches done in the checkpoint's epoch (0 at an epoch's end).
+const BATCH: &str = "batch";
+/// Metadata key: the loss sums of a partly done epoch (JSON list of `[name, sum]`).
+const EPOCH_SUMS: &str = "epoch_sums";
+/// Metadata key: steps summed in [`EPOCH_SUMS`].
+const EPOCH_COUNT: &str = "epoch_count";
+
+/// The running sums of an epoch's loss parts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EpochSums {
+    /// Per loss part, the sum of its values.
+    pub sums: Vec<(String, f64)>,
+    /// Steps summed.
+    pub count: usize,
+}
+
+impl EpochSums {
+    /// Adds one step's values.
+    pub fn add(&mut self, values: &[(&'static str, f64)]) {
+        if self.sums.is_empty() {
+            self.sums = values.iter().map(|(n, _)| (n.to_string(), 0.0)).collect();
+        }
+        for (s, (_, v)) in self.sums.iter_mut().zip(values) {
+            s.1 += v;
+        }
+        self.count += 1;
+    }
+
+    /// Per loss part, the mean over the steps.
+    pub fn means(&self) -> impl Iterator<Item = (&str, f64)> {
+        let n = self.count.max(1) as f64;
+        self.sums.iter().map(move |(k, s)| (k.as_str(), s / n))
+    }
+}
+
+/// A phase's position: where training continues from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainState {
+    /// The epoch in progress (or the next one, at an epoch's end).
+    pub epoch: usize,
+    /// Batches of `epoch` already done.
+    pub batch: usize,
+    /// The best epoch metric so far.
+    pub best: f64,
+    /// The loss sums of the batches already done in `epoch`.
+    pub sums: EpochSums,
+}
+
+impl TrainState {
+    /// The start of training.
+    pub fn start() -> Self {
+        Self {
+            epoch: 0,
+            batch: 0,
+            best: f64::NEG_INFINITY,
+            sums: EpochSums::default(),
+        }
+    }
+
+    /// The state `last` records, with the network's variables and the optimizer's state loaded
+    /// from it.
+    pub fn restore(last: &Path, net: &Net, optim: &mut Optimizer, device: &Device) -> Result<Self> {
+        let ckpt = Checkpoint::load(last, device)?;
+        checkpoint::load_into_varmap(&net.varmap, &ckpt, "", last, &net.arch)?;
+        optim.load_state(&ckpt.tensors, ckpt.meta(meta::STEP).unwrap_or(0))?;
+        let batch = ckpt.meta(BATCH).unwrap_or(0);
+        let sums = if batch > 0 {
+            EpochSums {
+                sums: ckpt
+                    .metadata
+                    .get(EPOCH_SUMS)
+                    .and_then(|t| serde_json::from_str(t).ok())
+                    .unwrap_or_default(),
+                count: ckpt.meta(EPOCH_COUNT).unwrap_or(0),
+            }
+        } else {
+            EpochSums::default()
+        };
+        Ok(Self {
+            epoch: ckpt.meta(meta::EPOCH).unwrap_or(0),
+            batch,
+            best: ckpt.meta(meta::BEST).unwrap_or(f64::NEG_INFINITY),
+            sums,
+        })
+    }
+
+    /// The checkpoint metadata of this state after `steps` optimizer steps.
+    fn metadata(&self, steps: usize) -> Vec<(&'static str, String)> {
+        let mut md = vec![
+            (meta::EPOCH, self.epoch.to_string()),
+            (BATCH, self.batch.to_string()),
+            (meta::STEP, steps.to_string()),
+            (meta::BEST, self.best.to_string()),
+        ];
+        if self.batch > 0 {
+            md.push((
+                EPOCH_SUMS,
+                serde_json::to_string(&self.sums.sums).unwrap_or_default(),
+            ));
+            md.push((EPOCH_COUNT, self.sums.count.to_string()));
+        }
+        md
+    }
+
+    /// Writes `net` at this state to `path` (atomically), with the optimizer's state when given
+    /// (a `last` checkpoint) or without (a `best` one).
+    pub fn save(
+        &self,
+        path: &Path,
+        net: &Net,
+        optim: &Optimizer,
+        with_optimizer: bool,
+        cfg: &Config,
+        role: &str,
+    ) -> Result<()> {
+        let md = self.metadata(optim.steps());
+        save_net(
+            path,
+            net,
+            with_optimizer.then_some(optim),
+            optim.steps(),
+            &md,
+            cfg,
+            role,
+        )
+    }
+}
+
+/// Writes `net` (and `optim`'s state) to `path` with the standard metadata (architecture, classes,
+/// role, the configuration) plus `extra`.
+pub fn save_net(
+    path: &Path,
+    net: &Net,
+    optim: Option<&Optimizer>,
+    steps: usize,
+    extra: &[(&str, String)],
+    cfg: &Config,
+    role: &str,
+) -> Result<()> {
+    let mut tensors = checkpoint::varmap_tensors(&net.varmap, steps);
+    if let Some(o) = optim {
+        tensors.extend(o.state_tensors());
+    }
+    let mut md = BTreeMap::new();
+    md.insert(meta::ARCH.to_string(), net.arch.clone());
+    md.insert(meta::NUM_CLASSES.to_string(), net.num_classes.to_string());
+    md.insert(meta::ROLE.to_string(), role.to_string());
+    md.insert(meta::CONFIG.to_string(), cfg.to_toml()?);
+    for (k, v) in extra {
+        md.insert(k.to_string(), v.clone());
+    }
+    checkpoint::save(path, &tensors, &md)
+}
