@@ -36,6 +36,30 @@ pub enum ScheduleKind {
     Cosine,
     /// Multiply by `step_gamma` at each epoch of `step_milestones`.
     Step,
+    /// Linear decay to 0 over the remaining steps (with the warm-up: the one-cycle schedule of the
+    /// fast CIFAR training recipes).
+    Linear,
+}
+
+/// Which network a phase keeps as its result (`best.safetensors`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Keep {
+    /// The network of the epoch with the best epoch metric (measured on the test set).
+    Best,
+    /// The network at the end of training (no selection on the test set).
+    Last,
+}
+
+/// The augmentation of a supervised teacher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TeacherAugment {
+    /// Random resized crop (scale 0.6–1) and horizontal flip.
+    ResizedCrop,
+    /// Random crop with `crop_padding` pixels of zero padding and horizontal flip: the standard
+    /// CIFAR augmentation (He et al. 2016) of the fast-training recipes.
+    CropFlip,
 }
 
 /// How a teacher is trained.
@@ -113,6 +137,12 @@ pub struct OptimConfig {
     /// Clip the global gradient norm to this value (0: no clipping).
     #[arg(long, required = false)]
     pub grad_clip: f64,
+    /// Decay of an exponential moving average of the weights and batch-norm statistics, updated
+    /// after every step (0: none), as `torch.optim.swa_utils.AveragedModel` with
+    /// `get_ema_multi_avg_fn(decay)` and `use_buffers=True`. The phase evaluates and keeps the
+    /// average.
+    #[arg(long, required = false)]
+    pub ema_decay: f64,
 }
 
 impl Default for OptimConfig {
@@ -131,6 +161,7 @@ impl Default for OptimConfig {
             step_gamma: 0.1,
             lars_eta: 0.02,
             grad_clip: 0.0,
+            ema_decay: 0.0,
         }
     }
 }
@@ -179,6 +210,22 @@ pub struct TeacherConfig {
     /// Label smoothing of the supervised cross-entropy.
     #[arg(long, required = false)]
     pub label_smoothing: f64,
+    /// Which network a phase keeps as its result (`best.safetensors`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Keep {
+    /// The network of the epoch with the best epoch metric (measured on the test set).
+    Best,
+    /// The network at the end of training (no selection on the test set).
+    Last,
+}
+
+/// The augmentation of a supervised teacher.
+    #[arg(long, required = false, value_enum)]
+    pub augment: TeacherAugment,
+    /// Zero padding of the `crop-flip` augmentation, pixels per side.
+    #[arg(long, required = false)]
+    pub crop_padding: usize,
     /// Import this torchvision-format safetensors checkpoint instead of training.
     #[arg(long)]
     pub from: Option<PathBuf>,
@@ -193,6 +240,8 @@ impl Default for TeacherConfig {
             arch: "resnet20".into(),
             method: TeacherMethod::Supervised,
             label_smoothing: 0.0,
+            augment: TeacherAugment::ResizedCrop,
+            crop_padding: 4,
             from: None,
             optim: OptimConfig {
                 epochs: 15,
@@ -326,6 +375,14 @@ pub struct EvalConfig {
     /// Evaluate on the test set every N epochs while training (0: only at the end).
     #[arg(long = "eval-every", required = false)]
     pub every: usize,
+    /// Which network a phase keeps as its result: the best epoch's by the epoch metric, or the
+    /// last one's.
+    #[arg(long, required = false, value_enum)]
+    pub keep: Keep,
+    /// Test-time flip: the logits and features of every image are the mean of the image's and of
+    /// its horizontal mirror's.
+    #[arg(long, required = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub tta_flip: bool,
 }
 
 impl Default for EvalConfig {
@@ -336,6 +393,8 @@ impl Default for EvalConfig {
             linear_epochs: 100,
             linear_lr: 0.1,
             every: 1,
+            keep: Keep::Best,
+            tta_flip: false,
         }
     }
 }
@@ -508,6 +567,7 @@ impl OptimConfig {
         positive_f(&n("step_gamma"), self.step_gamma)?;
         positive_f(&n("lars_eta"), self.lars_eta)?;
         non_negative(&n("grad_clip"), self.grad_clip)?;
+        fraction(&n("ema_decay"), self.ema_decay, false)?;
         Ok(())
     }
 }
@@ -548,6 +608,11 @@ impl Config {
             &named::<TeacherConfig>("teacher.label_smoothing"),
             self.teacher.label_smoothing,
             false,
+        )?;
+        at_most(
+            &named::<TeacherConfig>("teacher.crop_padding"),
+            self.teacher.crop_padding,
+            MAX_IMAGE_SIZE,
         )?;
         self.teacher.optim.validate("teacher.optim")?;
         self.student.optim.validate("student.optim")?;

@@ -35,37 +35,39 @@ pub struct Extracted {
     pub classes: usize,
 }
 
-/// Runs `net` in eval mode over `ds` (normalised with `pipeline`, no augmentation).
+/// Runs `net` in eval mode over `ds` (normalised with `pipeline`, no augmentation); with
+/// `tta_flip`, each image's features and logits are the mean of its own and of its horizontal
+/// mirror's, `(f(x) + f(flip(x))) / 2`.
 pub fn extract(
     net: &Net,
     ds: &Dataset,
     pipeline: &augment::Pipeline,
     device: &Device,
     batch: usize,
+    tta_flip: bool,
 ) -> Result<Extracted> {
     let mut features = Vec::new();
     let mut logits = Vec::new();
     let (mut dim, mut classes) = (net.backbone().feature_dim(), net.num_classes);
+    // A frozen copy: no autograd graph, and on CPU each batch norm applied in its convolution's
+    // epilogue (the same values as the training network's eval mode).
+    let backbone = net.backbone().detached()?;
     let indices: Vec<usize> = (0..ds.len()).collect();
     for chunk in indices.chunks(batch.max(1)) {
         let xs = pipeline
             .apply_batch(&ds.images, (ds.height, ds.width), chunk, 0, 0, 0)?
             .to_device(device)?;
-        let f = net.backbone().forward_features(&xs, false)?;
-        dim = f.pooled.dim(1)?;
-        classes = f.logits.dim(1)?;
-        features.extend(
-            f.pooled
-                .to_dtype(DType::F32)?
-                .flatten_all()?
-                .to_vec1::<f32>()?,
-        );
-        logits.extend(
-            f.logits
-                .to_dtype(DType::F32)?
-                .flatten_all()?
-                .to_vec1::<f32>()?,
-        );
+        let f = backbone.forward_features(&xs, false)?;
+        let (mut pooled, mut out) = (f.pooled, f.logits);
+        if tta_flip {
+            let g = backbone.forward_features(&xs.flip(&[3])?, false)?;
+            pooled = ((pooled + g.pooled)? * 0.5)?;
+            out = ((out + g.logits)? * 0.5)?;
+        }
+        dim = pooled.dim(1)?;
+        classes = out.dim(1)?;
+        features.extend(pooled.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+        logits.extend(out.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
     }
     Ok(Extracted {
         features,
@@ -304,7 +306,16 @@ impl<'a> Evaluator<'a> {
 
     /// The features and logits of `net` on the test set and, with `train`, the training set.
     pub fn features(&self, net: &Net, train: bool) -> Result<ModelFeatures> {
-        let run = |ds: &Dataset| extract(net, ds, &self.pipeline, &self.device, EVAL_BATCH);
+        let run = |ds: &Dataset| {
+            extract(
+                net,
+                ds,
+                &self.pipeline,
+                &self.device,
+                EVAL_BATCH,
+                self.cfg.tta_flip,
+            )
+        };
         let train = if train {
             Some(run(&self.split.train)?)
         } else {

@@ -25,6 +25,10 @@ pub struct Net {
     pub arch: String,
     /// Classes of `fc`.
     pub num_classes: usize,
+    /// The backbone's configuration (with its stem).
+    config: ResNetConfig,
+    /// The projection head's shape, when there is one.
+    projection: Option<models::ProjectionSpec>,
 }
 
 /// The stem for an architecture at an image size: torchvision's ImageNet stem above 64 pixels, the
@@ -64,15 +68,51 @@ impl Net {
                 ))
             })?
             .with_stem(stem_for(image_size));
+        Self::build(arch, cfg, projection.map(|p| p.spec()), seed, device)
+    }
+
+    fn build(
+        arch: &str,
+        config: ResNetConfig,
+        projection: Option<models::ProjectionSpec>,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
         let varmap = VarMap::new();
         let vb = models::init::seeded_var_builder(&varmap, seed, DType::F32, device);
-        let network = Network::new(&cfg, projection.map(|p| p.spec()).as_ref(), vb)?;
+        let network = Network::new(&config, projection.as_ref(), vb)?;
         Ok(Self {
             varmap,
             network,
             arch: arch.to_string(),
-            num_classes,
+            num_classes: config.num_classes,
+            config,
+            projection,
         })
+    }
+
+    /// A network of the same shape whose variables are copies of this one's (e.g. the weight
+    /// average of a training run).
+    pub fn duplicate(&self) -> Result<Self> {
+        let copy = Self::build(
+            &self.arch,
+            self.config.clone(),
+            self.projection,
+            0,
+            self.varmap
+                .all_vars()
+                .first()
+                .map_or(&Device::Cpu, |v| v.device()),
+        )?;
+        let src = self.varmap.data().lock().unwrap_or_else(|e| e.into_inner());
+        let dst = copy.varmap.data().lock().unwrap_or_else(|e| e.into_inner());
+        for (name, var) in dst.iter() {
+            if let Some(s) = src.get(name) {
+                var.set(s.as_tensor())?;
+            }
+        }
+        drop(dst);
+        Ok(copy)
     }
 
     /// Builds the network a checkpoint describes (`arch` and `num_classes` from its metadata, or the

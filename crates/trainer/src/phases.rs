@@ -55,7 +55,7 @@ fn import_teacher(ctx: &Ctx, dir: &Path, from: &Path) -> Result<PhaseOutcome> {
     save_net(
         &best,
         &net,
-        None,
+        vec![],
         0,
         &[(meta::EPOCH, "0".into())],
         cfg,
@@ -121,7 +121,7 @@ pub fn train_teacher(ctx: &Ctx, dir: &Path, resume: bool) -> Result<PhaseOutcome
             .map(|(k, v)| (k.as_str(), v.clone()))
             .collect();
         let steps = ckpt.meta(meta::STEP).unwrap_or(0);
-        save_net(&outcome.best, &net, None, steps, &md, cfg, "teacher")?;
+        save_net(&outcome.best, &net, vec![], steps, &md, cfg, "teacher")?;
     }
     Ok(outcome)
 }

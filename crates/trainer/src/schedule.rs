@@ -7,6 +7,7 @@ use crate::config::{OptimConfig, ScheduleKind};
 /// Warm-up: `lr · (step + 1) / warmup_steps` for the first `warmup_epochs · steps_per_epoch` steps.
 /// Cosine: `lr · ½ (1 + cos(π · t))`, with `t` the fraction of the post-warm-up steps done.
 /// Step: `lr · gamma^k`, with `k` the number of milestones at or before the current epoch.
+/// Linear: `lr · (1 − t)`, `t` as for the cosine.
 pub fn learning_rate(cfg: &OptimConfig, step: usize, steps_per_epoch: usize) -> f64 {
     let total = (cfg.epochs * steps_per_epoch).max(1);
     let warmup = ((cfg.warmup_epochs * steps_per_epoch as f64).round() as usize).min(total);
@@ -17,6 +18,10 @@ pub fn learning_rate(cfg: &OptimConfig, step: usize, steps_per_epoch: usize) -> 
         ScheduleKind::Cosine => {
             let t = (step - warmup) as f64 / (total - warmup).max(1) as f64;
             cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+        }
+        ScheduleKind::Linear => {
+            let t = (step - warmup) as f64 / (total - warmup).max(1) as f64;
+            cfg.lr * (1.0 - t.min(1.0))
         }
         ScheduleKind::Step => {
             let epoch = step / steps_per_epoch.max(1);

@@ -12,13 +12,16 @@
 //!    (each loss part, lr, gradient norm, throughput, the epoch metric); a progress bar, or plain
 //!    lines with `--quiet`.
 //! 4. **Checkpoints** ([`state`]): `last.safetensors` at every epoch's end, every
-//!    `checkpoint_every` steps and on Ctrl-C; `best.safetensors` when the epoch metric improves;
-//!    weights that are no longer finite are never written.
+//!    `checkpoint_every` steps and on Ctrl-C; `best.safetensors`, the network the phase keeps,
+//!    when the epoch metric improves (`eval.keep = "best"`) or at every epoch's end (`"last"`);
+//!    with a weight average (`ema_decay`) that is the average. Weights that are no longer finite are
+//!    never written.
 //! 5. **Resume**: from `last`, also mid-epoch: the resumed run sees exactly the batches, views and
 //!    updates of the uninterrupted one, so it ends with the same weights and metrics.
 //!
 //! What differs between phases is the [`Objective`] (see [`crate::objective`]).
 
+pub mod ema;
 pub mod progress;
 pub mod state;
 pub mod step;
@@ -33,7 +36,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde_json::json;
 
-use crate::config::{Config, OptimConfig};
+use crate::config::{Config, Keep, OptimConfig};
 use crate::data::Split;
 use crate::eval::Evaluator;
 use crate::metrics::{retain_metrics, MetricsLog};
@@ -43,6 +46,7 @@ use crate::optim::{trainable_params, Optimizer};
 use crate::schedule::learning_rate;
 use crate::{Error, Result};
 
+use ema::Ema;
 use progress::Progress;
 use state::TrainState;
 use step::{scalar, StepAt};
@@ -187,7 +191,13 @@ impl<'c, 'a> Engine<'c, 'a> {
 
     /// Where training starts: the restored state of `last` when resuming (trimming
     /// `metrics.jsonl` to it), else the beginning (removing an old `metrics.jsonl`).
-    fn start(&self, net: &Net, optim: &mut Optimizer, phase: &Phase) -> Result<TrainState> {
+    fn start(
+        &self,
+        net: &Net,
+        optim: &mut Optimizer,
+        ema: Option<&mut Ema>,
+        phase: &Phase,
+    ) -> Result<TrainState> {
         let last = phase.dir.join("last.safetensors");
         let metrics_path = phase.dir.join("metrics.jsonl");
         if !(phase.resume && last.exists()) {
@@ -197,7 +207,7 @@ impl<'c, 'a> Engine<'c, 'a> {
             }
             return Ok(TrainState::start());
         }
-        let state = TrainState::restore(&last, net, optim, &self.ctx.device)?;
+        let state = TrainState::restore(&last, net, optim, ema, &self.ctx.device)?;
         let steps = optim.steps();
         let warning = retain_metrics(&metrics_path, |r| match r["kind"].as_str() {
             Some("step") => r["step"].as_u64().is_some_and(|s| (s as usize) <= steps),
@@ -238,7 +248,12 @@ impl<'c, 'a> Engine<'c, 'a> {
         let mut optim = Optimizer::new(trainable_params(&net.varmap, &[""]), phase.optim);
         let last = dir.join("last.safetensors");
         let best_path = dir.join("best.safetensors");
-        let mut state = self.start(net, &mut optim, &phase)?;
+        let mut ema = if phase.optim.ema_decay > 0.0 {
+            Some(Ema::new(net, phase.optim.ema_decay)?)
+        } else {
+            None
+        };
+        let mut state = self.start(net, &mut optim, ema.as_mut(), &phase)?;
         let mut log = MetricsLog::open(&dir.join("metrics.jsonl"))?;
         let seed = cfg.seed ^ phase.salt;
         let evaluator = ctx.evaluator()?;
@@ -292,6 +307,9 @@ impl<'c, 'a> Engine<'c, 'a> {
                     steps_per_epoch,
                     at,
                 )?;
+                if let Some(e) = ema.as_mut() {
+                    e.update(net)?;
+                }
                 images_done += batch.indices.len();
                 counted_here += 1;
                 state.batch += 1;
@@ -315,7 +333,7 @@ impl<'c, 'a> Engine<'c, 'a> {
                     && state.batch < batches.len();
                 if interrupted || periodic {
                     check_finite(net, phase.name, optim.steps(), epoch)?;
-                    state.save(&last, net, &optim, true, cfg, phase.name)?;
+                    state.save_last(&last, net, &optim, ema.as_ref(), cfg, phase.name)?;
                     if interrupted {
                         bar.abandon();
                         return Err(Error::Interrupted { epoch, path: last });
@@ -327,8 +345,10 @@ impl<'c, 'a> Engine<'c, 'a> {
             let train_seconds = epoch_start.elapsed().as_secs_f64();
             let evaluate = cfg.eval.every > 0 && ((epoch + 1) % cfg.eval.every == 0)
                 || epoch + 1 == phase.optim.epochs;
+            // The network the phase keeps: the weight average when there is one.
+            let kept = ema.as_ref().map_or(net, Ema::net);
             let figures = if evaluate {
-                evaluator.epoch_figures(net, objective.metric(), objective.trains_classifier())?
+                evaluator.epoch_figures(kept, objective.metric(), objective.trains_classifier())?
             } else {
                 vec![]
             };
@@ -364,11 +384,15 @@ impl<'c, 'a> Engine<'c, 'a> {
                 best: state.best,
                 sums: Default::default(),
             };
-            if let Some(m) = metric.filter(|&m| m > state.best) {
+            let keep = match cfg.eval.keep {
+                Keep::Best => metric.filter(|&m| m > state.best),
+                Keep::Last => Some(metric.unwrap_or(f64::NAN)),
+            };
+            if let Some(m) = keep {
                 state.best = m;
-                state.save(&best_path, net, &optim, false, cfg, phase.name)?;
+                state.save_model(&best_path, kept, optim.steps(), cfg, phase.name)?;
             }
-            state.save(&last, net, &optim, true, cfg, phase.name)?;
+            state.save_last(&last, net, &optim, ema.as_ref(), cfg, phase.name)?;
             if ctx.interrupt.load(Ordering::SeqCst) {
                 return Err(Error::Interrupted {
                     epoch: epoch + 1,
@@ -377,9 +401,9 @@ impl<'c, 'a> Engine<'c, 'a> {
             }
         }
         if !best_path.exists() {
-            // Atomically too: a crash must not leave a half-copied `best` that a resume would trust.
-            let bytes = std::fs::read(&last).map_err(|e| Error::Io(last.clone(), e))?;
-            crate::checkpoint::write_atomic(&best_path, &bytes)?;
+            // No epoch was evaluated (or none improved on −∞): keep the final network.
+            let kept = ema.as_ref().map_or(net, Ema::net);
+            state.save_model(&best_path, kept, optim.steps(), cfg, phase.name)?;
         }
         let seconds = t_start.elapsed().as_secs_f64();
         Ok(PhaseOutcome {

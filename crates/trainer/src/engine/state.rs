@@ -1,14 +1,16 @@
 //! Where a phase stands, as its checkpoints record it and `--resume` restores it.
 //!
-//! `last.safetensors` holds the network's variables, the optimizer's state and, in its metadata,
+//! `last.safetensors` holds the network's variables, the optimizer's state, the weight average
+//! (`ema.`, when the phase keeps one) and, in its metadata,
 //! the epoch and the batches done in it, the step, the best metric so far and the loss sums of a
 //! partly done epoch: everything a resumed run needs to continue as the uninterrupted one would.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 
+use super::ema::Ema;
 use crate::checkpoint::{self, meta, Checkpoint};
 use crate::config::Config;
 use crate::net::Net;
@@ -21,6 +23,8 @@ const BATCH: &str = "batch";
 const EPOCH_SUMS: &str = "epoch_sums";
 /// Metadata key: steps summed in [`EPOCH_SUMS`].
 const EPOCH_COUNT: &str = "epoch_count";
+/// Metadata key: updates of the weight average (`ema.` tensors).
+const EMA_UPDATES: &str = "ema_updates";
 
 /// The running sums of an epoch's loss parts.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -74,12 +78,21 @@ impl TrainState {
         }
     }
 
-    /// The state `last` records, with the network's variables and the optimizer's state loaded
-    /// from it.
-    pub fn restore(last: &Path, net: &Net, optim: &mut Optimizer, device: &Device) -> Result<Self> {
+    /// The state `last` records, with the network's variables, the optimizer's state and the
+    /// weight average loaded from it.
+    pub fn restore(
+        last: &Path,
+        net: &Net,
+        optim: &mut Optimizer,
+        ema: Option<&mut Ema>,
+        device: &Device,
+    ) -> Result<Self> {
         let ckpt = Checkpoint::load(last, device)?;
         checkpoint::load_into_varmap(&net.varmap, &ckpt, "", last, &net.arch)?;
         optim.load_state(&ckpt.tensors, ckpt.meta(meta::STEP).unwrap_or(0))?;
+        if let Some(ema) = ema {
+            ema.restore(&ckpt.tensors, ckpt.meta(EMA_UPDATES).unwrap_or(0))?;
+        }
         let batch = ckpt.meta(BATCH).unwrap_or(0);
         let sums = if batch > 0 {
             EpochSums {
@@ -119,45 +132,54 @@ impl TrainState {
         md
     }
 
-    /// Writes `net` at this state to `path` (atomically), with the optimizer's state when given
-    /// (a `last` checkpoint) or without (a `best` one).
-    pub fn save(
+    /// Writes the trained `net` at this state to `path` (atomically) with what a resume needs:
+    /// the optimizer's state and the weight average (a `last` checkpoint).
+    pub fn save_last(
         &self,
         path: &Path,
         net: &Net,
         optim: &Optimizer,
-        with_optimizer: bool,
+        ema: Option<&Ema>,
         cfg: &Config,
         role: &str,
     ) -> Result<()> {
-        let md = self.metadata(optim.steps());
-        save_net(
-            path,
-            net,
-            with_optimizer.then_some(optim),
-            optim.steps(),
-            &md,
-            cfg,
-            role,
-        )
+        let mut md = self.metadata(optim.steps());
+        let mut extra = optim.state_tensors();
+        if let Some(e) = ema {
+            md.push((EMA_UPDATES, e.updates().to_string()));
+            extra.extend(e.tensors());
+        }
+        save_net(path, net, extra, optim.steps(), &md, cfg, role)
+    }
+
+    /// Writes the network a phase keeps (the trained one, or its weight average) at this state to
+    /// `path` (atomically), without optimizer state (a `best` checkpoint).
+    pub fn save_model(
+        &self,
+        path: &Path,
+        net: &Net,
+        steps: usize,
+        cfg: &Config,
+        role: &str,
+    ) -> Result<()> {
+        save_net(path, net, vec![], steps, &self.metadata(steps), cfg, role)
     }
 }
 
-/// Writes `net` (and `optim`'s state) to `path` with the standard metadata (architecture, classes,
-/// role, the configuration) plus `extra`.
+/// Writes `net` (with `num_batches_tracked` = `steps`) and the `tensors` beside it to `path` with
+/// the standard metadata (architecture, classes, role, the configuration) plus `extra`.
 pub fn save_net(
     path: &Path,
     net: &Net,
-    optim: Option<&Optimizer>,
+    tensors: Vec<(String, Tensor)>,
     steps: usize,
     extra: &[(&str, String)],
     cfg: &Config,
     role: &str,
 ) -> Result<()> {
-    let mut tensors = checkpoint::varmap_tensors(&net.varmap, steps);
-    if let Some(o) = optim {
-        tensors.extend(o.state_tensors());
-    }
+    let mut all = checkpoint::varmap_tensors(&net.varmap, steps);
+    all.extend(tensors);
+    let tensors = all;
     let mut md = BTreeMap::new();
     md.insert(meta::ARCH.to_string(), net.arch.clone());
     md.insert(meta::NUM_CLASSES.to_string(), net.num_classes.to_string());
