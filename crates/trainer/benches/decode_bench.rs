@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo bench -p trainer --bench decode_bench                                       # the bundled sample
-//! cargo bench -p trainer --bench decode_bench -- --runs 9 --tar target/data/test.tar.gz
+//! cargo bench -p trainer --bench decode_bench -- --runs 9 --tar DIR/test.tar.gz  # CIFAR-10's
 //! ```
 //!
 //! The JPEGs (the bundled sample's 3,000, or every `.jpg` of a `.tar.gz` such as the CIFAR-10
