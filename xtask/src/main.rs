@@ -11,6 +11,7 @@
 //! | `test` | the whole test suite, release profile |
 //! | `smoke` | a tiny trainer run on the bundled sample |
 //! | `data [--from DIR] [--out DIR]` | unpacks the CIFAR-10 JPEG tarballs (checked against SHA256SUMS) |
+//! | `jpeg-check [--from DIR]` | every CIFAR-10 JPEG decoded by the trainer and by PIL (`PYTHON` with Pillow and numpy): no pixel may differ |
 //! | `bench [--runs N] [--threads N] [--no-torch] [FIGURE...]` | the speed figures of issue 7, candle beside PyTorch (`PYTHON` picks the interpreter) |
 
 use std::io::{BufRead, BufReader};
@@ -37,6 +38,7 @@ fn main() -> Result<()> {
         "test" => test(),
         "smoke" => smoke(),
         "data" => data(rest),
+        "jpeg-check" => jpeg_check(rest),
         "study" => study(rest),
         "bench" => bench(rest),
         "help" | "--help" | "-h" => {
@@ -62,6 +64,8 @@ fn print_help() {
          smoke   a tiny trainer run on the bundled sample\n  \
          study   [ARGS] the CIFAR-10 distillation study (writes results/); ARGS go to the study driver, see --help\n  \
          data    [--from DIR] [--out DIR] unpack the CIFAR-10 JPEG tarballs (default: ../shared/data/cifar10 -> target/data/cifar10)\n  \
+         jpeg-check [--from DIR] decode every CIFAR-10 JPEG (default ../shared/data/cifar10) with the trainer\n          \
+         and with PIL ($PYTHON, default python3, needs Pillow and numpy): fails if any pixel differs\n  \
          bench   [--runs N] [--threads N] [--no-torch] [FIGURE...] speed figures (crates/trainer/benches),\n          \
          median of N runs (default 5) on N threads (default 2), then the same workloads in PyTorch\n          \
          (crates/trainer/benches/bench_torch.py) when `$PYTHON -c \"import torch, torchvision\"` works\n          \
@@ -210,6 +214,32 @@ fn data(args: &[String]) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// PIL's decode of the CIFAR-10 tarballs (`crates/trainer/examples/pil_decode_tarball.py`), then the
+/// trainer's, compared pixel for pixel (`crates/trainer/examples/jpeg_vs_pil.rs`).
+fn jpeg_check(args: &[String]) -> Result<()> {
+    let from = match args {
+        [] => "../shared/data/cifar10".to_string(),
+        [flag, dir] if flag == "--from" => dir.clone(),
+        _ => bail!("jpeg-check: expected no argument or --from DIR"),
+    };
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    run(Command::new(&python).args(["-c", "import PIL, numpy"]))
+        .with_context(|| format!("jpeg-check needs Pillow and numpy: `{python} -m pip install pillow numpy`, or set PYTHON"))?;
+    let out = "target/pil_cifar10";
+    run(Command::new(&python).args(["crates/trainer/examples/pil_decode_tarball.py", &from, out]))?;
+    cargo(&[
+        "run",
+        "--release",
+        "-p",
+        "trainer",
+        "--example",
+        "jpeg_vs_pil",
+        "--",
+        &from,
+        out,
+    ])
 }
 
 /// One JSON line of a bench script.

@@ -4,9 +4,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use image::imageops::FilterType;
 use image::{GrayImage, ImageBuffer, Rgb, RgbImage, Rgba, RgbaImage};
 use trainer::data::{
-    bundled_sample_dir, load_cifar100_dir, load_cifar10_dir, load_cifar10_tarballs,
+    bundled_sample_dir, decode_image, load_cifar100_dir, load_cifar10_dir, load_cifar10_tarballs,
     load_image_folder, parse_cifar_records, Cifar100Labels, CifarFormat, DataError, DataSource,
     Dataset,
 };
@@ -30,40 +31,116 @@ fn bundled_sample_loads_balanced() -> Result<()> {
     Ok(())
 }
 
-/// The JPEG decode and the CHW layout agree with PIL's (fixtures/gen_decode.py).
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The JPEG file behind a tensor of `decode_pil.safetensors` (see fixtures/gen_decode.py).
+fn decode_fixture_path(name: &str) -> PathBuf {
+    match name.strip_prefix("sample/") {
+        Some(rel) => bundled_sample_dir().join(rel),
+        None => fixtures_dir().join("decode").join(format!("{name}.jpg")),
+    }
+}
+
+/// `(differing values, max difference)` between two byte buffers of the same length.
+fn byte_diff(ours: &[u8], reference: &[u8]) -> (usize, u8) {
+    assert_eq!(ours.len(), reference.len());
+    ours.iter()
+        .zip(reference)
+        .filter(|(a, b)| a != b)
+        .fold((0, 0), |(n, max), (a, b)| (n + 1, max.max(a.abs_diff(*b))))
+}
+
+/// Every JPEG of fixtures/decode (baseline and progressive; 4:2:0, 4:2:2, 4:4:4; quality 5 to 100;
+/// restart markers; RGB without the YCbCr transform; grayscale; CMYK with and without an Adobe
+/// marker; YCCK; 1x1 and 1x17; stray bytes and corrupt entropy data that libjpeg only warns about)
+/// and three bundled-sample JPEGs decode to exactly the pixels of PIL's
+/// `Image.open(f).convert("RGB")`, in CHW order: max difference 0 (fixtures/gen_decode.py).
 #[test]
-fn jpeg_decode_matches_pil() -> Result<()> {
-    let fixture = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decode_pil.safetensors"),
-    )?;
+fn jpeg_decode_is_pils_bit_for_bit() -> Result<()> {
+    let fixture = std::fs::read(fixtures_dir().join("decode_pil.safetensors"))?;
     let st = safetensors::SafeTensors::deserialize(&fixture)?;
-    let files = [
-        "train/airplane/0000.jpg",
-        "train/cat/0007.jpg",
-        "test/truck/0099.jpg",
-    ];
-    for (i, rel) in files.iter().enumerate() {
-        let path = bundled_sample_dir().join(rel);
-        let ours = trainer::data::decode_image(&std::fs::read(&path)?, &path, 32, 32)?;
-        let pil = st.tensor(&format!("image{i}"))?;
-        assert_eq!(pil.shape(), &[3, 32, 32]);
-        let max_diff = ours
-            .iter()
-            .zip(pil.data())
-            .map(|(a, b)| a.abs_diff(*b))
-            .max()
-            .unwrap_or(0);
-        let mean_diff: f64 = ours
-            .iter()
-            .zip(pil.data())
-            .map(|(a, b)| a.abs_diff(*b) as f64)
-            .sum::<f64>()
-            / ours.len() as f64;
-        // Two JPEG decoders may round the IDCT and chroma upsampling differently by a few levels.
-        assert!(
-            max_diff <= 8 && mean_diff < 1.0,
-            "{rel}: max diff {max_diff}, mean diff {mean_diff}"
-        );
+    let mut names = st.names();
+    names.sort();
+    assert!(names.len() >= 25, "fixture holds {} images", names.len());
+    let mut failures = Vec::new();
+    for name in names {
+        let pil = st.tensor(name)?;
+        let [3, h, w] = pil.shape()[..] else {
+            anyhow::bail!("{name}: shape {:?}", pil.shape());
+        };
+        let path = decode_fixture_path(name);
+        let ours = decode_image(&std::fs::read(&path)?, &path, h, w)?;
+        let (n, max) = byte_diff(&ours, pil.data());
+        if n > 0 {
+            failures.push(format!(
+                "{name}: {n} of {} values differ, by up to {max}",
+                ours.len()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "not PIL's pixels:\n{}",
+        failures.join("\n")
+    );
+    Ok(())
+}
+
+/// The files PIL refuses (truncated, or an entropy-coded error libjpeg stops at) are errors that name
+/// the file (fixtures/gen_decode.py checks that PIL raises for each).
+#[test]
+fn jpeg_files_pil_refuses_are_errors() -> Result<()> {
+    let fixture = std::fs::read(fixtures_dir().join("decode_pil.safetensors"))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&fixture)?;
+    let refused = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("refused"))
+        .expect("fixture metadata lists the refused files")
+        .clone();
+    assert!(refused.split(',').count() >= 3, "refused: {refused}");
+    for name in refused.split(',') {
+        let path = decode_fixture_path(name);
+        let err = decode_image(&std::fs::read(&path)?, &path, 8, 8)
+            .expect_err(&format!("{name} must not decode"))
+            .to_string();
+        assert!(err.contains(&format!("{name}.jpg")), "{err}");
+        if name.starts_with("truncated") {
+            assert!(err.contains("truncated"), "{err}");
+        }
+    }
+    Ok(())
+}
+
+/// Resizing after the decode is what it was: a JPEG decoded to another size equals the `image`
+/// crate's triangle-filter resize of PIL's decode of it (shrinking and enlarging).
+#[test]
+fn jpeg_resize_applies_to_pils_pixels() -> Result<()> {
+    let fixture = std::fs::read(fixtures_dir().join("decode_pil.safetensors"))?;
+    let st = safetensors::SafeTensors::deserialize(&fixture)?;
+    for (name, h, w) in [
+        ("resize_source_97x61", 32, 32),
+        ("baseline_420_q75", 40, 70),
+    ] {
+        let pil = st.tensor(name)?;
+        let [3, ph, pw] = pil.shape()[..] else {
+            anyhow::bail!("{name}: shape {:?}", pil.shape());
+        };
+        let plane = ph * pw;
+        let hwc: Vec<u8> = (0..plane)
+            .flat_map(|i| (0..3).map(move |c| c * plane + i))
+            .map(|j| pil.data()[j])
+            .collect();
+        let pil_img = RgbImage::from_raw(pw as u32, ph as u32, hwc).unwrap();
+        let resized = image::imageops::resize(&pil_img, w as u32, h as u32, FilterType::Triangle);
+        let expected: Vec<u8> = (0..3)
+            .flat_map(|c| resized.pixels().map(move |p| p[c]))
+            .collect();
+        let path = decode_fixture_path(name);
+        let ours = decode_image(&std::fs::read(&path)?, &path, h, w)?;
+        assert_eq!(byte_diff(&ours, &expected), (0, 0), "{name} at {h}x{w}");
     }
     Ok(())
 }

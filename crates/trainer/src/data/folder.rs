@@ -3,14 +3,16 @@
 //! `root/<class>/<file>`: one sub-folder per class; the class index is the folder's position among the
 //! sorted folder names (byte order, as Python sorts them). Files whose extension is one of
 //! [`IMAGE_EXTENSIONS`] (any case) are images; other files and hidden entries are skipped, as torchvision
-//! skips them. Images are decoded in parallel (rayon), converted to RGB (grayscale, palette and alpha
-//! images alike; alpha is dropped), and resized to the requested size.
+//! skips them. Images are decoded in parallel (rayon) to the pixels PIL gives (JPEG through
+//! libjpeg-turbo with PIL's settings), converted to RGB (grayscale, palette and alpha images alike;
+//! alpha is dropped), and resized to the requested size.
 
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
 use rayon::prelude::*;
 
+use super::jpeg::{decode_jpeg, is_jpeg};
 use super::{DataError, Dataset};
 
 /// File extensions read as images (compared case-insensitively).
@@ -42,6 +44,11 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 
 /// Decodes one encoded image (JPEG or PNG) into CHW RGB bytes of `height × width`.
 ///
+/// The pixels are those of `PIL.Image.open(f).convert("RGB")`, what torchvision's `ImageFolder`
+/// gives a model: JPEG through libjpeg-turbo exactly as PIL decodes it, CMYK and grayscale included
+/// (`data/jpeg.rs`); PNG through the `image` crate (lossless, so any decoder agrees), grayscale,
+/// palette and alpha images made RGB (alpha dropped).
+///
 /// Images of another size are resized to exactly `height × width` with a triangle filter (bilinear,
 /// antialiased when shrinking); the aspect ratio is not kept. `path` is only used in errors.
 pub fn decode_image(
@@ -57,26 +64,37 @@ pub fn decode_image(
     if bytes.is_empty() {
         return Err(bad("empty file".into()));
     }
-    let img = image::load_from_memory(bytes).map_err(|e| bad(e.to_string()))?;
-    if img.width() == 0 || img.height() == 0 {
+    let mut rgb = if is_jpeg(bytes) {
+        decode_jpeg(bytes).map_err(bad)?
+    } else {
+        image::load_from_memory(bytes)
+            .map_err(|e| bad(e.to_string()))?
+            .into_rgb8()
+    };
+    if rgb.width() == 0 || rgb.height() == 0 {
         return Err(bad("zero-sized image".into()));
     }
     let (h, w) = (u32::try_from(height), u32::try_from(width));
     let (Ok(h), Ok(w)) = (h, w) else {
         return Err(bad(format!("requested size {height}x{width} is too large")));
     };
-    let mut rgb = img.into_rgb8();
     if rgb.width() != w || rgb.height() != h {
         rgb = image::imageops::resize(&rgb, w, h, FilterType::Triangle);
     }
-    let plane = height * width;
+    Ok(rgb_to_chw(&rgb))
+}
+
+/// An RGB image's pixels in CHW order (the R plane, then G, then B; rows top to bottom), the layout
+/// of a [`Dataset`] image.
+pub fn rgb_to_chw(rgb: &image::RgbImage) -> Vec<u8> {
+    let plane = rgb.width() as usize * rgb.height() as usize;
     let mut chw = vec![0u8; 3 * plane];
     for (i, px) in rgb.pixels().enumerate() {
         chw[i] = px[0];
         chw[plane + i] = px[1];
         chw[2 * plane + i] = px[2];
     }
-    Ok(chw)
+    chw
 }
 
 /// Reads an ImageFolder tree at `root` into a [`Dataset`] of `height × width` images.

@@ -7,6 +7,7 @@
 mod cifar;
 mod error;
 mod folder;
+mod jpeg;
 mod source;
 mod tarball;
 
@@ -14,7 +15,7 @@ pub use cifar::{
     load_cifar100_dir, load_cifar10_dir, parse_cifar_records, Cifar100Labels, CifarFormat,
 };
 pub use error::DataError;
-pub use folder::{decode_image, load_image_folder, IMAGE_EXTENSIONS};
+pub use folder::{decode_image, load_image_folder, rgb_to_chw, IMAGE_EXTENSIONS};
 pub use source::{bundled_sample_dir, DataSource};
 pub use tarball::load_cifar10_tarballs;
 
