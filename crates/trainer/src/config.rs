@@ -210,19 +210,9 @@ pub struct TeacherConfig {
     /// Label smoothing of the supervised cross-entropy.
     #[arg(long, required = false)]
     pub label_smoothing: f64,
-    /// Which network a phase keeps as its result (`best.safetensors`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Keep {
-    /// The network of the epoch with the best epoch metric (measured on the test set).
-    Best,
-    /// The network at the end of training (no selection on the test set).
-    Last,
-}
-
-/// The augmentation of a supervised teacher.
+    /// The augmentation of a supervised teacher.
     #[arg(long, required = false, value_enum)]
-    pub augment: TeacherAugment,
+    pub augmentation: TeacherAugment,
     /// Zero padding of the `crop-flip` augmentation, pixels per side.
     #[arg(long, required = false)]
     pub crop_padding: usize,
@@ -240,7 +230,7 @@ impl Default for TeacherConfig {
             arch: "resnet20".into(),
             method: TeacherMethod::Supervised,
             label_smoothing: 0.0,
-            augment: TeacherAugment::ResizedCrop,
+            augmentation: TeacherAugment::ResizedCrop,
             crop_padding: 4,
             from: None,
             optim: OptimConfig {

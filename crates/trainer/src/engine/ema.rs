@@ -13,12 +13,31 @@
 use std::collections::HashMap;
 
 use candle_core::Tensor;
+use candle_nn::VarMap;
 
 use crate::net::Net;
 use crate::Result;
 
 /// Prefix of the average's tensors in a checkpoint.
 pub const PREFIX: &str = "ema.";
+
+/// One update of the average `avg` towards `src`, variable by variable (by name): a copy when
+/// `first`, else `avg ← avg + (1 − decay)·(src − avg)`.
+pub fn update_average(avg: &VarMap, src: &VarMap, decay: f64, first: bool) -> Result<()> {
+    let src = src.data().lock().unwrap_or_else(|e| e.into_inner());
+    let dst = avg.data().lock().unwrap_or_else(|e| e.into_inner());
+    for (name, a) in dst.iter() {
+        let Some(x) = src.get(name) else { continue };
+        let x = x.as_tensor();
+        if first {
+            a.set(x)?;
+        } else {
+            let t = a.as_tensor();
+            a.set(&((x - t)?.affine(1.0 - decay, 0.0)? + t)?)?;
+        }
+    }
+    Ok(())
+}
 
 /// The moving average of a network (see the module docs).
 pub struct Ema {
@@ -49,19 +68,7 @@ impl Ema {
 
     /// One update towards `net`'s current variables.
     pub fn update(&mut self, net: &Net) -> Result<()> {
-        let src = net.varmap.data().lock().unwrap_or_else(|e| e.into_inner());
-        let dst = self.avg.varmap.data().lock().unwrap_or_else(|e| e.into_inner());
-        let w = 1.0 - self.decay;
-        for (name, avg) in dst.iter() {
-            let Some(x) = src.get(name) else { continue };
-            let x = x.as_tensor();
-            if self.updates == 0 {
-                avg.set(x)?;
-            } else {
-                let a = avg.as_tensor();
-                avg.set(&((x - a)?.affine(w, 0.0)? + a)?)?;
-            }
-        }
+        update_average(&self.avg.varmap, &net.varmap, self.decay, self.updates == 0)?;
         self.updates += 1;
         Ok(())
     }
