@@ -11,6 +11,7 @@
 //! | `test` | the whole test suite, release profile |
 //! | `smoke` | a tiny trainer run on the bundled sample |
 //! | `data [--from DIR] [--out DIR]` | unpacks the CIFAR-10 JPEG tarballs (checked against SHA256SUMS) |
+//! | `teacher [--fresh] [--no-bundle]` | trains the CIFAR-10 teacher recipe (resuming an interrupted run), bundles it, evaluates the bundle |
 //! | `jpeg-check [--from DIR]` | every CIFAR-10 JPEG decoded by the trainer and by PIL (`PYTHON` with Pillow and numpy): no pixel may differ |
 //! | `bench [--runs N] [--threads N] [--no-torch] [FIGURE...]` | the speed figures of issue 7, candle beside PyTorch (`PYTHON` picks the interpreter) |
 
@@ -40,6 +41,7 @@ fn main() -> Result<()> {
         "data" => data(rest),
         "jpeg-check" => jpeg_check(rest),
         "study" => study(rest),
+        "teacher" => teacher(rest),
         "bench" => bench(rest),
         "help" | "--help" | "-h" => {
             print_help();
@@ -63,6 +65,8 @@ fn print_help() {
          test    the test suite (release profile)\n  \
          smoke   a tiny trainer run on the bundled sample\n  \
          study   [ARGS] the CIFAR-10 distillation study (writes results/); ARGS go to the study driver, see --help\n  \
+         teacher [--fresh] [--no-bundle] the CIFAR-10 teacher recipe (configs/cifar10_teacher.toml) on all 50,000\n          \
+         images, resumed if interrupted (target/teacher/cifar10), then bundled into data/teachers/cifar10\n  \
          data    [--from DIR] [--out DIR] unpack the CIFAR-10 JPEG tarballs (default: ../shared/data/cifar10 -> target/data/cifar10)\n  \
          jpeg-check [--from DIR] decode every CIFAR-10 JPEG (default ../shared/data/cifar10) with the trainer\n          \
          and with PIL ($PYTHON, default python3, needs Pillow and numpy): fails if any pixel differs\n  \
@@ -164,6 +168,58 @@ fn study(args: &[String]) -> Result<()> {
     let mut cmd: Vec<&str> = vec!["run", "--release", "-p", "trainer", "--bin", "study", "--"];
     cmd.extend(args.iter().map(String::as_str));
     cargo(&cmd)
+}
+
+/// The teacher recipe: train (resuming), bundle, evaluate the bundle.
+fn teacher(args: &[String]) -> Result<()> {
+    let (mut fresh, mut bundle) = (false, true);
+    for a in args {
+        match a.as_str() {
+            "--fresh" => fresh = true,
+            "--no-bundle" => bundle = false,
+            other => bail!("teacher: unknown argument `{other}` (expected --fresh, --no-bundle)"),
+        }
+    }
+    let out = "target/teacher/cifar10";
+    if fresh && Path::new(out).exists() {
+        std::fs::remove_dir_all(out).with_context(|| format!("removing {out}"))?;
+    }
+    let data = "cifar10-tar:../shared/data/cifar10";
+    let config = "configs/cifar10_teacher.toml";
+    let trainer = ["run", "--release", "-p", "trainer", "--bin", "trainer", "--"];
+    let mut train: Vec<&str> = trainer.to_vec();
+    train.extend(["teacher", "--config", config, "--data", data, "--out", out]);
+    if Path::new(out).join("last.safetensors").exists() {
+        train.push("--resume");
+    }
+    cargo(&train)?;
+    if !bundle {
+        return Ok(());
+    }
+    let dest = "data/teachers/cifar10";
+    cargo(&[
+        "run",
+        "--release",
+        "-p",
+        "trainer",
+        "--example",
+        "bundle_teacher",
+        "--",
+        out,
+        dest,
+    ])?;
+    let mut eval: Vec<&str> = trainer.to_vec();
+    eval.extend([
+        "eval",
+        "--checkpoint",
+        "bundled",
+        "--config",
+        config,
+        "--data",
+        data,
+        "--no-linear",
+    ]);
+    cargo(&eval)
 }
 
 fn data(args: &[String]) -> Result<()> {

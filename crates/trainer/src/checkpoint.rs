@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
@@ -93,9 +93,31 @@ pub struct Checkpoint {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// The name of the bundled CIFAR-10 teacher, accepted wherever a checkpoint path is
+/// (`--teacher bundled`, `--checkpoint bundled`, `teacher.from = "bundled"`).
+pub const BUNDLED: &str = "bundled";
+
+/// The bundled CIFAR-10 teacher (`data/teachers/cifar10/teacher.safetensors`, see its README).
+pub fn bundled_teacher() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/teachers/cifar10/teacher.safetensors")
+}
+
+/// `path`, or the bundled teacher's file when `path` is [`BUNDLED`] (and no file of that name
+/// exists).
+pub fn resolve(path: &Path) -> PathBuf {
+    if path == Path::new(BUNDLED) && !path.exists() {
+        bundled_teacher()
+    } else {
+        path.to_path_buf()
+    }
+}
+
 impl Checkpoint {
-    /// Reads a safetensors file; a missing, truncated or non-safetensors file is an error naming it.
+    /// Reads a safetensors file (or the bundled teacher, see [`resolve`]); a missing, truncated or
+    /// non-safetensors file is an error naming it. Tensors keep their stored dtype (the bundled
+    /// teacher is stored in half precision; loading into a network converts to `f32`).
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let path = &resolve(path);
         let bytes = std::fs::read(path).map_err(|e| Error::Io(path.to_path_buf(), e))?;
         let bad = |e: String| {
             Error::Checkpoint(format!(
@@ -201,4 +223,23 @@ pub fn load_into_varmap(
         var.set(&t.to_device(var.device())?.to_dtype(DType::F32)?)?;
     }
     Ok(())
+}
+
+/// Writes `src` to `dst` with every `f32` tensor stored in half precision (`f16`) and the metadata
+/// kept, plus `storage = "f16"`: half the size, the same network once loaded (loading converts
+/// back to `f32`; the rounding is what changes, by at most 2⁻¹¹ relative per weight).
+pub fn save_half(src: &Path, dst: &Path) -> Result<()> {
+    let ckpt = Checkpoint::load(src, &Device::Cpu)?;
+    let mut tensors = Vec::with_capacity(ckpt.tensors.len());
+    for (name, t) in &ckpt.tensors {
+        let t = if t.dtype() == DType::F32 {
+            t.to_dtype(DType::F16)?
+        } else {
+            t.clone()
+        };
+        tensors.push((name.clone(), t));
+    }
+    let mut md = ckpt.metadata.clone();
+    md.insert("storage".into(), "f16".into());
+    save(dst, &tensors, &md)
 }

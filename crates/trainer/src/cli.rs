@@ -8,7 +8,7 @@
 //! | --- | --- |
 //! | `teacher` | run options, `[data]`, `[eval]`, `[teacher]` (with its `[teacher.optim]`) |
 //! | `distill` | run options, `[data]`, `[eval]`, `[student]` (with `[student.optim]`, `[student.projection]`) |
-//! | `run`, `smoke` | as `distill`; the optimisation flags (`--epochs`, `--lr`, …) set both phases, `--teacher-epochs` the teacher's epochs alone |
+//! | `run`, `smoke` | as `distill`; the optimisation flags (`--epochs`, `--lr`, …) set both phases, `--teacher-epochs` the teacher's epochs alone; `run` imports the bundled teacher (`teacher.from = "bundled"`) unless `--train-teacher` |
 //! | `eval` | run options, `[data]`, `[eval]`, `--checkpoint`, `--arch`, `--json`, `--no-linear` |
 //!
 //! All take `--config FILE.toml` (every key; the command line overrides it) and `--resume`. The
@@ -60,12 +60,16 @@ pub struct FileArgs {
     pub resume: bool,
 }
 
-/// `trainer run`'s own option.
+/// `trainer run`'s own options.
 #[derive(Args, Debug, Clone, Default)]
 pub struct RunArgs {
     /// Teacher epochs (`teacher.optim.epochs`; the optimisation flags set both phases).
     #[arg(long)]
     pub teacher_epochs: Option<usize>,
+    /// Train the teacher (with the `[teacher]` settings) instead of importing `teacher.from`
+    /// (by default the bundled CIFAR-10 teacher).
+    #[arg(long)]
+    pub train_teacher: bool,
 }
 
 /// `trainer eval`'s own options.
@@ -95,6 +99,8 @@ pub trait Layout: Clone + std::fmt::Debug + Send + Sync + 'static {
     fn default_out() -> Option<&'static str> {
         None
     }
+    /// The command's defaults that differ from [`Config::default`] (without `--config`).
+    fn preset(_cfg: &mut Config) {}
 }
 
 /// The run options and `--config`/`--resume`; a flag given twice keeps its last value.
@@ -147,10 +153,18 @@ impl Layout for RunLayout {
     fn overlay(cfg: &mut Config, m: &ArgMatches) -> Result<(), clap::Error> {
         DistillLayout::overlay(cfg, m)?;
         <OptimConfig as FromArgMatches>::update_from_arg_matches(&mut cfg.teacher.optim, m)?;
-        if let Some(e) = RunArgs::from_arg_matches(m)?.teacher_epochs {
+        let own = RunArgs::from_arg_matches(m)?;
+        if let Some(e) = own.teacher_epochs {
             cfg.teacher.optim.epochs = e;
         }
+        if own.train_teacher {
+            cfg.teacher.from = None;
+        }
         Ok(())
+    }
+    /// `run` distils from the bundled teacher unless told otherwise.
+    fn preset(cfg: &mut Config) {
+        cfg.teacher.from = Some(PathBuf::from(crate::checkpoint::BUNDLED));
     }
 }
 
@@ -195,6 +209,7 @@ impl<L: Layout> Options<L> {
                 if let Some(out) = L::default_out() {
                     cfg.out = PathBuf::from(out);
                 }
+                L::preset(&mut cfg);
                 cfg
             }
         };

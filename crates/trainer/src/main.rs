@@ -13,6 +13,8 @@ use trainer::Config;
 /// The smoke run: every phase, tiny, on a slice of the bundled sample.
 fn smoke_preset(cfg: &mut Config) {
     cfg.out = PathBuf::from("runs/smoke");
+    // The smoke run trains every phase, the teacher included.
+    cfg.teacher.from = None;
     cfg.data.train_per_class = 16;
     cfg.data.test_per_class = 8;
     cfg.teacher.arch = "resnet8".into();

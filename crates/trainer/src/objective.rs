@@ -19,7 +19,7 @@
 use candle_core::{ModuleT, Tensor};
 use models::ResNet;
 
-use crate::config::{Config, StudentObjective, TeacherMethod};
+use crate::config::{Config, StudentObjective, TeacherAugment, TeacherMethod};
 use crate::net::Net;
 use crate::{Error, Result};
 
@@ -76,12 +76,18 @@ pub trait Objective {
     fn trains_classifier(&self) -> bool;
 }
 
-/// The views of a supervised teacher: random resized crop (scale 0.6–1) and horizontal flip.
-pub fn supervised_views(size: usize) -> Result<augment::MultiView> {
-    Ok(augment::MultiView::repeat(
-        augment::presets::supervised(size)?,
-        1,
-    )?)
+/// The view of a supervised teacher: random resized crop (scale 0.6–1) or random crop with
+/// `padding` pixels of zero padding, then horizontal flip.
+pub fn supervised_views(
+    size: usize,
+    augmentation: TeacherAugment,
+    padding: usize,
+) -> Result<augment::MultiView> {
+    let p = match augmentation {
+        TeacherAugment::ResizedCrop => augment::presets::supervised(size)?,
+        TeacherAugment::CropFlip => augment::presets::crop_flip(size, padding)?,
+    };
+    Ok(augment::MultiView::repeat(p, 1)?)
 }
 
 /// Two SimCLR views: the CIFAR preset at 64 pixels and below, the ImageNet one (with blur) above.
@@ -284,7 +290,7 @@ pub fn teacher_objective(cfg: &Config) -> Result<Box<dyn Objective>> {
     let size = cfg.data.image_size;
     Ok(match cfg.teacher.method {
         TeacherMethod::Supervised => Box::new(Supervised::new(
-            supervised_views(size)?,
+            supervised_views(size, cfg.teacher.augmentation, cfg.teacher.crop_padding)?,
             cfg.teacher.label_smoothing,
             Metric::ClassifierAccuracy,
         )),

@@ -37,18 +37,27 @@ fn fit_classifier(ctx: &Ctx, net: &Net) -> Result<f64> {
 fn import_teacher(ctx: &Ctx, dir: &Path, from: &Path) -> Result<PhaseOutcome> {
     let cfg = ctx.cfg;
     let classes = ctx.split.train.num_classes();
+    // The architecture the file records, else `teacher.arch` (a file written by other tools).
+    let recorded = Checkpoint::load(from, &candle_core::Device::Cpu)?
+        .metadata
+        .contains_key(meta::ARCH);
     let (net, _) = Net::from_checkpoint(
         from,
-        Some(&cfg.teacher.arch),
+        (!recorded).then_some(cfg.teacher.arch.as_str()),
         classes,
         cfg.data.image_size,
         &ctx.device,
     )?;
     if net.num_classes != classes {
         return Err(Error::Checkpoint(format!(
-            "{}: the teacher has {} classes, the data {classes}",
+            "{}: the teacher has {} classes, the data {classes}{}",
             from.display(),
-            net.num_classes
+            net.num_classes,
+            if from == Path::new(crate::checkpoint::BUNDLED) {
+                " (the bundled teacher is a CIFAR-10 model: pass --train-teacher, or a teacher of your own)"
+            } else {
+                ""
+            }
         )));
     }
     let best = dir.join("best.safetensors");
@@ -64,7 +73,7 @@ fn import_teacher(ctx: &Ctx, dir: &Path, from: &Path) -> Result<PhaseOutcome> {
     ctx.say(&format!(
         "teacher: imported {} ({}) into {}",
         from.display(),
-        cfg.teacher.arch,
+        net.arch,
         best.display()
     ));
     Ok(PhaseOutcome {
@@ -134,7 +143,7 @@ pub fn load_teacher(ctx: &Ctx) -> Result<Option<Net>> {
     let Some(path) = &s.teacher else {
         if needs {
             return Err(Error::Config(format!(
-                "distill: --alpha {} needs a teacher: pass --teacher FILE.safetensors (or --alpha 0 for plain SimCLR)",
+                "distill: --alpha {} needs a teacher: pass --teacher FILE.safetensors or --teacher bundled (or --alpha 0 for plain SimCLR)",
                 s.alpha
             )));
         }

@@ -37,16 +37,23 @@ pub fn markdown_table(rows: &[Row]) -> String {
          | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for r in rows {
+        // A model imported rather than trained in this run has no training figures.
+        let (secs, ips) = if r.images_per_second > 0.0 {
+            (
+                format!("{:.0} s", r.train_seconds),
+                format!("{:.0}", r.images_per_second),
+            )
+        } else {
+            ("–".into(), "–".into())
+        };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {:.0} s | {:.0} |\n",
+            "| {} | {} | {} | {} | {} | {} | {secs} | {ips} |\n",
             r.model,
             r.arch,
             r.parameters,
             pct(r.eval.classifier_accuracy),
             pct(Some(r.eval.knn_accuracy)),
             pct(r.eval.linear_probe_accuracy),
-            r.train_seconds,
-            r.images_per_second
         ));
     }
     s

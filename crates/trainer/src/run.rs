@@ -127,7 +127,7 @@ pub fn run_all(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result<Sum
 
     let mut kd_cfg = cfg.clone();
     kd_cfg.student.teacher = Some(teacher.best.clone());
-    kd_cfg.student.teacher_arch = Some(cfg.teacher.arch.clone());
+    kd_cfg.student.teacher_arch = None;
     let alpha = kd_cfg.student.alpha;
     let kd_ctx = c.with_config(&kd_cfg);
     let kd_dir = cfg.out.join("student_distilled");
@@ -142,7 +142,7 @@ pub fn run_all(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result<Sum
 
     let (teacher_net, _) = Net::from_checkpoint(
         &teacher.best,
-        Some(&cfg.teacher.arch),
+        None,
         split.train.num_classes(),
         cfg.data.image_size,
         &c.device,
@@ -151,7 +151,10 @@ pub fn run_all(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result<Sum
     load_best(&base_net, &base.best, &c.device)?;
     let rows = vec![
         row(
-            &format!("teacher ({:?})", cfg.teacher.method).to_lowercase(),
+            &match &cfg.teacher.from {
+                Some(from) => format!("teacher ({})", from.display()),
+                None => format!("teacher ({:?})", cfg.teacher.method).to_lowercase(),
+            },
             &teacher_net,
             c.evaluator()?.report(&teacher_net, true, true)?,
             &teacher,
@@ -174,16 +177,25 @@ pub fn run_all(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result<Sum
         ("distilled".to_string(), epoch_records(&kd_dir)?),
         ("simclr".to_string(), epoch_records(&base_dir)?),
     ];
+    let teacher_note = match &cfg.teacher.from {
+        Some(from) => format!(
+            "{} imported from `{}` (not trained in this run)",
+            teacher_net.arch,
+            from.display()
+        ),
+        None => format!(
+            "{} ({:?}), {} epochs",
+            cfg.teacher.arch, cfg.teacher.method, cfg.teacher.optim.epochs
+        ),
+    };
     let notes = format!(
-        "Teacher: {} ({:?}), {} epochs. Students: {}, {} epochs, two SimCLR views per image, \
-         loss (1 − α)·NT-Xent(T = {}) + α·KD(T = {})·T². kNN: k = {}, T = {}. Linear probe: {} epochs on frozen features.\n",
-        cfg.teacher.arch,
-        cfg.teacher.method,
-        cfg.teacher.optim.epochs,
+        "Teacher: {teacher_note}. Students: {}, {} epochs, two SimCLR views per image, \
+         loss (1 − α)·NT-Xent(T = {}) + α·KD(T = {})·T² (teacher targets: {:?}). kNN: k = {}, T = {}. Linear probe: {} epochs on frozen features.\n",
         cfg.student.arch,
         cfg.student.optim.epochs,
         cfg.student.temperature,
         cfg.student.kd_temperature,
+        cfg.student.teacher_targets,
         cfg.eval.knn_k,
         cfg.eval.knn_temperature,
         cfg.eval.linear_epochs
@@ -207,7 +219,7 @@ pub fn run_teacher(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result
     let outcome = phases::train_teacher(&c, &cfg.out, resume)?;
     let (net, _) = Net::from_checkpoint(
         &outcome.best,
-        Some(&cfg.teacher.arch),
+        None,
         split.train.num_classes(),
         cfg.data.image_size,
         &c.device,

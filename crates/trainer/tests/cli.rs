@@ -646,8 +646,15 @@ fn every_config_key_is_settable_from_the_command_line() -> Result<()> {
                     .iter()
                     .map(|v| v.get_name().to_string()),
             );
+            // The flag alone (a switch), then with values until one parses and changes something.
+            candidates.insert(0, String::new());
             let changed = candidates.iter().find_map(|value| {
-                let cfg = resolve(&args(&[&flag, value]))?;
+                let given: Vec<&str> = if value.is_empty() {
+                    vec![&flag]
+                } else {
+                    vec![&flag, value]
+                };
+                let cfg = resolve(&args(&given))?;
                 let keys = keys_of(&cfg);
                 let diff: Vec<String> = all
                     .iter()
