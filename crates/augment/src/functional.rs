@@ -28,6 +28,34 @@ pub fn hflip(img: &Tensor) -> Result<Tensor> {
     Op::HFlip.apply(img)
 }
 
+/// Crops the `height` × `width` window whose top-left corner is (`top`, `left`), padding with
+/// zeros where it leaves the image (`F.crop`): `out[c, y, x] = img[c, top + y, left + x]` where
+/// that pixel exists, else 0.
+///
+/// `top` and `left` may be negative, and the window may reach past the right and bottom edges
+/// (a crop of an image zero-padded by `p` on every side is the crop at `(top − p, left − p)`).
+/// The window must overlap the image by at least one pixel; otherwise it is an `Err` (there
+/// torchvision returns all zeros, or a wrongly sized image for a window above or left of it).
+///
+/// # Shapes
+/// - `img`: `(3, H, W)` or `(N, 3, H, W)`; returns `(3, height, width)` or `(N, 3, height, width)`.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let img = Tensor::arange(1f32, 13., &Device::Cpu)?.reshape((3, 2, 2))?;
+/// let crop = augment::functional::crop(&img, -1, 1, 2, 2)?; // one row above, one column right
+/// assert_eq!(crop.get(0)?.to_vec2::<f32>()?, [[0., 0.], [2., 0.]]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn crop(img: &Tensor, top: isize, left: isize, height: usize, width: usize) -> Result<Tensor> {
+    Op::Crop {
+        top,
+        left,
+        size: (height, width),
+    }
+    .apply(img)
+}
+
 /// Crops the window (`top`, `left`, `height`, `width`) and resizes it to `size` = (h, w) by
 /// bilinear interpolation with `align_corners=False` and **no antialiasing**: the sampling of
 /// `F.resized_crop(img, top, left, height, width, size, antialias=False)`.

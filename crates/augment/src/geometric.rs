@@ -1,5 +1,5 @@
-//! Geometric transforms: [`RandomResizedCrop`], [`RandomHorizontalFlip`] and the deterministic
-//! [`Resize`].
+//! Geometric transforms: [`RandomResizedCrop`], [`RandomCrop`], [`RandomHorizontalFlip`] and the
+//! deterministic [`Resize`].
 
 use candle_core::{bail, Result};
 use rand::Rng;
@@ -19,6 +19,13 @@ fn check_range(name: &str, what: &str, (lo, hi): (f64, f64)) -> Result<()> {
         bail!("{name}: {what} ({lo}, {hi}) must satisfy 0 < lo <= hi < inf")
     }
     Ok(())
+}
+
+/// Checks `op` against an image of size `dims`, appends it to `plan` and returns its output size.
+fn push_checked(plan: &mut Vec<Op>, op: Op, dims: (usize, usize)) -> Result<(usize, usize)> {
+    let out = op.check(dims)?;
+    plan.push(op);
+    Ok(out)
 }
 
 /// A random crop of random area and aspect ratio, resized to `size`
@@ -126,9 +133,89 @@ impl Transform for RandomResizedCrop {
             size: self.size,
             antialias: self.antialias,
         };
-        let out = op.check(dims)?;
-        plan.push(op);
-        Ok(out)
+        push_checked(plan, op, dims)
+    }
+}
+
+/// A crop of fixed `size` at a uniformly random position, after zero padding of `padding`
+/// pixels on every side (`transforms.v2.RandomCrop(size, padding=padding)` with its default
+/// `fill=0`, `padding_mode="constant"`; with padding 4 and size 32 the standard CIFAR
+/// augmentation of He et al. 2016).
+///
+/// For an `H` × `W` image and a crop of `th` × `tw`, torchvision pads to `(H + 2p) × (W + 2p)`
+/// and draws `top ~ U{0, …, H + 2p − th}`, `left ~ U{0, …, W + 2p − tw}` (integers, each
+/// equally likely: `torch.randint(0, H + 2p − th + 1)`). The padded image is never built: the
+/// sampled op is [`Op::Crop`] at `(top − p, left − p)` on the image itself, whose pixels outside
+/// the image are 0, the same values. The crop size must not exceed the padded image.
+#[derive(Debug, Clone)]
+pub struct RandomCrop {
+    size: (usize, usize),
+    padding: usize,
+}
+
+impl RandomCrop {
+    /// A crop of `size` = (h, w), without padding.
+    pub fn new(size: (usize, usize)) -> Result<Self> {
+        check_size("RandomCrop", size)?;
+        Ok(Self { size, padding: 0 })
+    }
+
+    /// Pads the image with `padding` zero pixels on every side before cropping.
+    ///
+    /// `padding` must be smaller than both sides of the crop, so that every crop holds at least
+    /// one pixel of the image (torchvision also allows larger paddings, whose crops can be all
+    /// zeros).
+    pub fn with_padding(mut self, padding: usize) -> Result<Self> {
+        if padding >= self.size.0.min(self.size.1) {
+            bail!(
+                "RandomCrop: padding {padding} must be smaller than the crop size {:?}",
+                self.size
+            )
+        }
+        self.padding = padding;
+        Ok(self)
+    }
+
+    /// Draws the window's top-left corner `(top, left)` in the coordinates of an image of size
+    /// `(h, w)`: `top` is uniform in `[−p, h + p − th]`, `left` in `[−p, w + p − tw]`.
+    ///
+    /// An `Err` names the sizes when the crop is larger than the padded image.
+    pub fn window(&self, rng: &mut AugRng, (h, w): (usize, usize)) -> Result<(isize, isize)> {
+        let (th, tw) = self.size;
+        let p = self.padding;
+        // The largest top / left in the padded image; None when the crop does not fit.
+        let free =
+            |side: usize, crop: usize| p.checked_mul(2)?.checked_add(side)?.checked_sub(crop);
+        let (Some(free_h), Some(free_w)) = (free(h, th), free(w, tw)) else {
+            bail!(
+                "RandomCrop: crop size {:?} is larger than the {h}x{w} image padded by {p}",
+                self.size
+            )
+        };
+        let top = rng.random_range(0..=free_h);
+        let left = rng.random_range(0..=free_w);
+        let unpad = |v: usize| isize::try_from(v as i128 - p as i128).ok();
+        match (unpad(top), unpad(left)) {
+            (Some(top), Some(left)) => Ok((top, left)),
+            _ => bail!("RandomCrop: crop offset ({top}, {left}) minus padding {p} overflows isize"),
+        }
+    }
+}
+
+impl Transform for RandomCrop {
+    fn sample(
+        &self,
+        rng: &mut AugRng,
+        dims: (usize, usize),
+        plan: &mut Vec<Op>,
+    ) -> Result<(usize, usize)> {
+        let (top, left) = self.window(rng, dims)?;
+        let op = Op::Crop {
+            top,
+            left,
+            size: self.size,
+        };
+        push_checked(plan, op, dims)
     }
 }
 
@@ -174,9 +261,7 @@ impl Transform for Resize {
             size: self.size,
             antialias: self.antialias,
         };
-        let out = op.check(dims)?;
-        plan.push(op);
-        Ok(out)
+        push_checked(plan, op, dims)
     }
 }
 

@@ -174,6 +174,54 @@ pub(crate) fn resized_crop<P: Pixel>(
     }
 }
 
+/// Copies the window of `size` = (height, width) at (`top`, `left`) out of the planar image
+/// `src` of size `(h, w)` into `dst`, as `F.crop`: pixels of the window outside the image are 0,
+/// so `top` and `left` may be negative and the window may reach past the right and bottom edges.
+/// With `flip` the window is also mirrored left–right (output column `x` reads window column
+/// `width − 1 − x`). The caller has checked that the window overlaps the image.
+pub(crate) fn crop<P: Pixel>(
+    src: &[P],
+    (h, w): (usize, usize),
+    (top, left): (isize, isize),
+    (height, width): (usize, usize),
+    flip: bool,
+    dst: &mut Vec<f32>,
+) {
+    // The source columns [c0, c1) the window covers, and where they land in an output row.
+    let c0 = left.max(0) as usize;
+    let c1 = (left + width as isize).min(w as isize) as usize;
+    let (x0, x1) = if flip {
+        (
+            (left + width as isize - c1 as isize) as usize,
+            (left + width as isize - c0 as isize) as usize,
+        )
+    } else {
+        ((c0 as isize - left) as usize, (c1 as isize - left) as usize)
+    };
+    dst.clear();
+    dst.resize(3 * height * width, 0.0);
+    for (c, out) in dst.chunks_exact_mut(height * width).enumerate() {
+        let plane = &src[c * h * w..(c + 1) * h * w];
+        for (y, out_row) in out.chunks_exact_mut(width).enumerate() {
+            let sy = top + y as isize;
+            if sy < 0 || sy >= h as isize {
+                continue;
+            }
+            let row = &plane[sy as usize * w + c0..sy as usize * w + c1];
+            let seg = &mut out_row[x0..x1];
+            if flip {
+                for (o, p) in seg.iter_mut().rev().zip(row) {
+                    *o = p.to_f32();
+                }
+            } else {
+                for (o, p) in seg.iter_mut().zip(row) {
+                    *o = p.to_f32();
+                }
+            }
+        }
+    }
+}
+
 /// Mirrors every row of a planar image of width `w` in place.
 pub(crate) fn hflip(buf: &mut [f32], w: usize) {
     for row in buf.chunks_exact_mut(w) {

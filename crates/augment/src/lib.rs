@@ -3,8 +3,9 @@
 //! Three layers, sharing one set of kernels:
 //! - [`functional`]: one operation with given parameters on a candle tensor, equal to
 //!   `torchvision.transforms.v2.functional` on float images (checked against fixtures).
-//! - Random transforms ([`RandomResizedCrop`], [`ColorJitter`], …) implementing [`Transform`]:
-//!   each draws its parameters from a caller-seeded [`AugRng`] as a list of [`Op`]s.
+//! - Random transforms ([`RandomResizedCrop`], [`RandomCrop`], [`ColorJitter`], …) implementing
+//!   [`Transform`]: each draws its parameters from a caller-seeded [`AugRng`] as a list of
+//!   [`Op`]s.
 //! - The batch pipeline: [`Pipeline`] (built by [`presets`]), [`MultiView`] and [`Prefetcher`]
 //!   read raw `u8` CHW images and write normalised `f32` batches, in parallel; view `v` of image
 //!   `i` depends only on `(seed, epoch, i, v)` ([`view_rng`]).
@@ -33,7 +34,7 @@ mod transform;
 
 pub use blur::GaussianBlur;
 pub use color::{ColorJitter, RandomGrayscale, RandomSolarize};
-pub use geometric::{RandomHorizontalFlip, RandomResizedCrop, Resize};
+pub use geometric::{RandomCrop, RandomHorizontalFlip, RandomResizedCrop, Resize};
 pub use multiview::MultiView;
 pub use op::{apply_plan, Op};
 pub use pipeline::Pipeline;

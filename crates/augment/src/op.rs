@@ -11,6 +11,17 @@ use crate::kernels::{self, Window};
 /// kernels as [`crate::functional`], so the two agree.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
+    /// Crops the window of `size` = (h, w) whose top-left corner is (`top`, `left`); the window
+    /// may reach past any edge of the image (negative `top`/`left` included), and its pixels
+    /// outside the image are 0 ([`crate::functional::crop`]). It must overlap the image.
+    Crop {
+        /// First row of the window (negative: above the image).
+        top: isize,
+        /// First column of the window (negative: left of the image).
+        left: isize,
+        /// Window (height, width), the output size.
+        size: (usize, usize),
+    },
     /// Crops the window (`top`, `left`, `height`, `width`) and resizes it to `size` = (h, w) by
     /// bilinear interpolation, antialiased or not ([`crate::functional::resized_crop`]).
     ResizedCrop {
@@ -73,10 +84,48 @@ fn check_factor(name: &str, what: &str, f: f32) -> Result<()> {
     Ok(())
 }
 
+/// Checks an [`Op::Crop`] window against an image of size `(h, w)`: a non-empty window that
+/// overlaps the image by at least one pixel, with its far edges representable as `isize`
+/// (a larger window is reported as not overlapping).
+///
+/// torchvision's `F.crop` returns a wrongly sized image for a window entirely above or left of
+/// the image (its slice reads a negative end as counted from the far edge), and an all-zero one
+/// for a window entirely below or right of it: neither is a crop of the image, so both are errors.
+fn check_crop(
+    (h, w): (usize, usize),
+    (top, left): (isize, isize),
+    size: (usize, usize),
+) -> Result<()> {
+    let (height, width) = size;
+    if height == 0 || width == 0 {
+        bail!("crop: window size {size:?} must be > 0")
+    }
+    let overlaps = match (
+        top.checked_add_unsigned(height),
+        left.checked_add_unsigned(width),
+    ) {
+        (Some(bottom), Some(right)) => {
+            bottom > 0 && right > 0 && top < h as isize && left < w as isize
+        }
+        _ => false,
+    };
+    if !overlaps {
+        bail!(
+            "crop: window (top {top}, left {left}, height {height}, width {width}) does not \
+             overlap the {h}x{w} image"
+        )
+    }
+    Ok(())
+}
+
 impl Op {
     /// Checks the parameters against an input of size `(h, w)`; returns the output size.
     pub fn check(&self, (h, w): (usize, usize)) -> Result<(usize, usize)> {
         match *self {
+            Op::Crop { top, left, size } => {
+                check_crop((h, w), (top, left), size)?;
+                Ok(size)
+            }
             Op::ResizedCrop {
                 top,
                 left,
@@ -156,6 +205,11 @@ impl Op {
         let (h, w) = *dims;
         let n = h * w;
         match *self {
+            Op::Crop { top, left, size } => {
+                kernels::crop(&s.buf, (h, w), (top, left), size, false, &mut s.other);
+                std::mem::swap(&mut s.buf, &mut s.other);
+                *dims = size;
+            }
             Op::ResizedCrop {
                 top,
                 left,

@@ -16,8 +16,8 @@ use crate::transform::{view_rng, AugRng, Compose, Transform};
 /// Image `i` of view `v` draws its parameters from [`view_rng`]`(seed, epoch, i, v)` alone, so a
 /// batch is bit-identical whatever the thread count and whatever batch the image is in.
 ///
-/// Per image the work stays in a small scratch buffer: the `u8` → float conversion, the crop,
-/// the resize and the flip are one pass; each colour op one pass over data in L1 cache; the
+/// Per image the work stays in a small scratch buffer: the `u8` → float conversion, the crop
+/// (zero-padded or resized) and the flip are one pass; each colour op one pass over data in L1 cache; the
 /// normalisation is fused with the write-out. Images are spread over rayon's current thread pool.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -204,8 +204,8 @@ impl Transform for Pipeline {
 
 /// Applies `plan` to one planar image `src` of size `dims`, writing the result into `dst`.
 ///
-/// A leading crop (and a flip right after it) is fused with the conversion to float; a
-/// trailing normalisation is fused with the write into `dst`.
+/// A leading crop or resized crop (and a flip right after it) is fused with the conversion to
+/// float, reading the window straight from `src`; a trailing normalisation is fused with the write into `dst`.
 pub(crate) fn run_plan<P: Pixel>(
     src: &[P],
     dims: (usize, usize),
@@ -227,31 +227,41 @@ pub(crate) fn run_plan<P: Pixel>(
     }
     let mut rest = plan;
     let mut d = dims;
-    if let Some(&Op::ResizedCrop {
-        top,
-        left,
-        height,
-        width,
-        size,
-        antialias,
-    }) = rest.first()
-    {
-        let flip = matches!(rest.get(1), Some(Op::HFlip));
-        let win = Window {
+    let flip = matches!(rest.get(1), Some(Op::HFlip));
+    let cropped = match rest.first() {
+        Some(&Op::ResizedCrop {
             top,
             left,
             height,
             width,
-            out: size,
+            size,
             antialias,
-            flip,
-        };
-        kernels::resized_crop(src, dims, &win, &mut s.buf, &mut s.tmp);
+        }) => {
+            let win = Window {
+                top,
+                left,
+                height,
+                width,
+                out: size,
+                antialias,
+                flip,
+            };
+            kernels::resized_crop(src, dims, &win, &mut s.buf, &mut s.tmp);
+            Some(size)
+        }
+        Some(&Op::Crop { top, left, size }) => {
+            kernels::crop(src, dims, (top, left), size, flip, &mut s.buf);
+            Some(size)
+        }
+        _ => {
+            s.buf.clear();
+            s.buf.extend(src.iter().map(|p| p.to_f32()));
+            None
+        }
+    };
+    if let Some(size) = cropped {
         d = size;
         rest = &rest[if flip { 2 } else { 1 }..];
-    } else {
-        s.buf.clear();
-        s.buf.extend(src.iter().map(|p| p.to_f32()));
     }
     let last = match rest.split_last() {
         Some((&Op::Normalize { mean, std }, init)) => {

@@ -1,10 +1,10 @@
-//! Ready-made pipelines: SimCLR for CIFAR and ImageNet, and evaluation.
+//! Ready-made pipelines: SimCLR for CIFAR and ImageNet, supervised training, and evaluation.
 
 use candle_core::{bail, Result};
 
 use crate::blur::GaussianBlur;
 use crate::color::{ColorJitter, RandomGrayscale};
-use crate::geometric::{RandomHorizontalFlip, RandomResizedCrop, Resize};
+use crate::geometric::{RandomCrop, RandomHorizontalFlip, RandomResizedCrop, Resize};
 use crate::pipeline::Pipeline;
 use crate::transform::{Compose, RandomApply};
 
@@ -72,6 +72,27 @@ pub fn simclr_imagenet(size: usize) -> Result<Pipeline> {
 pub fn supervised(size: usize) -> Result<Pipeline> {
     let t = Compose::new()
         .then(RandomResizedCrop::new((size, size))?.with_scale(0.6, 1.0)?)
+        .then(RandomHorizontalFlip::new(0.5)?);
+    Pipeline::new(t, size)?.with_normalize(CIFAR_MEAN, CIFAR_STD)
+}
+
+/// The standard supervised CIFAR augmentation (He et al. 2016, section 4.2; the crop-and-flip
+/// of the fast CIFAR training recipes): a `size` × `size` crop at a uniformly random position of
+/// the image zero-padded by `padding` on every side ([`RandomCrop`]), then a horizontal flip
+/// with p 0.5; normalised with [`CIFAR_MEAN`] and [`CIFAR_STD`]. torchvision:
+/// `Compose([RandomCrop(size, padding), RandomHorizontalFlip(), ToDtype(float32, scale=True),
+/// Normalize(CIFAR_MEAN, CIFAR_STD)])`. `padding` must be smaller than `size`; the images at
+/// least `size − 2·padding` on each side.
+///
+/// ```
+/// let p = augment::presets::crop_flip(32, 4)?; // CIFAR: 32 x 32 crops of the 40 x 40 padded image
+/// let batch = p.apply_batch(&vec![0u8; 2 * 3 * 32 * 32], (32, 32), &[1, 0], 0, 0, 0)?;
+/// assert_eq!(batch.dims(), &[2, 3, 32, 32]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn crop_flip(size: usize, padding: usize) -> Result<Pipeline> {
+    let t = Compose::new()
+        .then(RandomCrop::new((size, size))?.with_padding(padding)?)
         .then(RandomHorizontalFlip::new(0.5)?);
     Pipeline::new(t, size)?.with_normalize(CIFAR_MEAN, CIFAR_STD)
 }

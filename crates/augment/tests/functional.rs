@@ -55,6 +55,33 @@ fn hflip_matches_torchvision() -> Result<()> {
 }
 
 #[test]
+fn crop_matches_torchvision_exactly() -> Result<()> {
+    let n = check("crop", 0.0, |x, p| {
+        let [top, left] = [p[0], p[1]].map(|v| v as isize);
+        F::crop(x, top, left, p[2] as usize, p[3] as usize)
+    })?;
+    assert_eq!(n, 18);
+    Ok(())
+}
+
+#[test]
+fn crop_at_minus_padding_is_torchvisions_random_crop() -> Result<()> {
+    // torchvision's RandomCrop pads by p, then crops at (top, left) of the padded image.
+    let n = check("random_crop", 0.0, |x, p| {
+        let [h, w, pad, top, left] = [p[0], p[1], p[2], p[3], p[4]].map(|v| v as usize);
+        let (top, left) = (top as isize - pad as isize, left as isize - pad as isize);
+        augment::Op::Crop {
+            top,
+            left,
+            size: (h, w),
+        }
+        .apply(x)
+    })?;
+    assert_eq!(n, 8);
+    Ok(())
+}
+
+#[test]
 fn resized_crop_matches_torchvision() -> Result<()> {
     let n = check("resized_crop", 1e-5, |x, p| {
         let [top, left, h, w, oh, ow] = [p[0], p[1], p[2], p[3], p[4], p[5]].map(|v| v as usize);
@@ -144,6 +171,16 @@ fn bad_input_is_an_error_naming_the_value() -> Result<()> {
         (F::resized_crop(&img, 0, 5, 8, 4, (4, 4)), "left 5"),
         (F::resized_crop(&img, 0, 0, 0, 4, (4, 4)), "height 0"),
         (F::resized_crop(&img, 0, 0, 4, 4, (0, 4)), "(0, 4)"),
+        (F::crop(&img, 0, 0, 0, 4), "(0, 4)"),
+        (F::crop(&img, 1, 2, 3, 0), "(3, 0)"),
+        (
+            F::crop(&img, 8, 0, 2, 2),
+            "top 8, left 0, height 2, width 2",
+        ),
+        (F::crop(&img, 0, 8, 2, 2), "left 8"),
+        (F::crop(&img, -2, 0, 2, 2), "top -2"),
+        (F::crop(&img, 3, -5, 2, 5), "left -5"),
+        (F::crop(&img, -9, -9, 4, 4), "8x8 image"),
         (F::gaussian_blur(&img, 4, 1.0), "kernel_size 4"),
         (F::gaussian_blur(&img, 0, 1.0), "kernel_size 0"),
         (F::gaussian_blur(&img, 17, 1.0), "kernel_size 17"),
@@ -165,6 +202,27 @@ fn bad_input_is_an_error_naming_the_value() -> Result<()> {
         assert!(
             msg.contains(needle),
             "case {i}: message {msg:?} does not name {needle:?}"
+        );
+    }
+    // Windows whose far edge does not fit in isize are refused, not wrapped around.
+    for (r, needle) in [
+        (
+            F::crop(&img, 0, 0, usize::MAX, 2),
+            format!("height {}", usize::MAX),
+        ),
+        (
+            F::crop(&img, 2, isize::MAX, 2, 2),
+            format!("left {}", isize::MAX),
+        ),
+        (
+            F::crop(&img, -1, 0, 3, usize::MAX),
+            format!("width {}", usize::MAX),
+        ),
+    ] {
+        let msg = err_msg(r);
+        assert!(
+            msg.contains(&needle),
+            "message {msg:?} does not name {needle:?}"
         );
     }
     Ok(())

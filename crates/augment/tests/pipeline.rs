@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use augment::{
-    apply_plan, presets, Compose, MultiView, Op, Pipeline, Prefetcher, RandomResizedCrop, Resize,
+    apply_plan, presets, ColorJitter, Compose, MultiView, Op, Pipeline, Prefetcher, RandomCrop,
+    RandomHorizontalFlip, RandomResizedCrop, Resize,
 };
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -77,11 +78,66 @@ fn simclr_imagenet_batch_equals_functional_replay() -> Result<()> {
 fn eval_and_unnormalised_pipelines_equal_functional_replay() -> Result<()> {
     check_against_functional(&presets::eval(16)?, (20, 24), 1e-5)?;
     check_against_functional(&presets::eval(20)?, (20, 20), 0.0)?;
+    check_against_functional(&presets::supervised(24)?, (32, 32), 1e-5)?;
     check_against_functional(
         &presets::simclr_cifar(32)?.without_normalize(),
         (32, 32),
         1e-5,
     )?;
+    Ok(())
+}
+
+/// The crops (top, left) and whether a flip follows each, over the plans.
+fn crops(plans: &[Vec<Op>]) -> Vec<(isize, isize, bool)> {
+    let mut out = Vec::new();
+    for plan in plans {
+        for (i, op) in plan.iter().enumerate() {
+            if let Op::Crop { top, left, .. } = *op {
+                out.push((top, left, matches!(plan.get(i + 1), Some(Op::HFlip))));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn crop_flip_batch_equals_functional_replay_exactly() -> Result<()> {
+    // The fused u8 path (crop and flip in one pass) against crop, then flip, on float tensors.
+    for (pipeline, dims) in [
+        (presets::crop_flip(32, 4)?, (32, 32)),
+        (presets::crop_flip(32, 4)?.without_normalize(), (32, 32)),
+        (presets::crop_flip(24, 3)?, (27, 35)),
+    ] {
+        let plans = check_against_functional(&pipeline, dims, 0.0)?;
+        let side = pipeline.size() as isize;
+        let c = crops(&plans);
+        assert_eq!(c.len(), plans.len());
+        // The plans reach past every edge, and come flipped and not.
+        assert!(c.iter().any(|&(t, _, _)| t < 0) && c.iter().any(|&(_, l, _)| l < 0));
+        assert!(c.iter().any(|&(t, _, _)| t + side > dims.0 as isize));
+        assert!(c.iter().any(|&(_, l, _)| l + side > dims.1 as isize));
+        assert!(c.iter().any(|c| c.2) && c.iter().any(|c| !c.2));
+    }
+    Ok(())
+}
+
+#[test]
+fn crop_after_other_ops_equals_functional_replay() -> Result<()> {
+    // Crops that are not first run on float planes; a colour op between crop and flip leaves
+    // the crop alone in the fused path.
+    let after_jitter = Compose::new()
+        .then(ColorJitter::new(0.4, 0.4, 0.4, 0.1)?)
+        .then(RandomCrop::new((20, 20))?.with_padding(3)?)
+        .then(RandomHorizontalFlip::new(0.5)?);
+    let plans = check_against_functional(&Pipeline::new(after_jitter, 20)?, (22, 25), 1e-5)?;
+    assert!(crops(&plans).iter().any(|c| c.2) && crops(&plans).iter().any(|c| !c.2));
+    let jitter_between = Compose::new()
+        .then(RandomCrop::new((20, 20))?.with_padding(3)?)
+        .then(ColorJitter::new(0.4, 0.4, 0.4, 0.1)?)
+        .then(RandomHorizontalFlip::new(0.5)?);
+    let plans = check_against_functional(&Pipeline::new(jitter_between, 20)?, (22, 25), 1e-5)?;
+    assert!(plans.iter().all(|p| matches!(p[0], Op::Crop { .. })));
+    assert!(plans.iter().any(|p| p.contains(&Op::HFlip)));
     Ok(())
 }
 

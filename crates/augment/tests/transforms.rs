@@ -1,7 +1,7 @@
 //! The random transforms sample torchvision's distributions.
 
 use anyhow::Result;
-use augment::{AugRng, ColorJitter, Op, RandomGrayscale, RandomResizedCrop, Transform};
+use augment::{AugRng, ColorJitter, Op, RandomCrop, RandomGrayscale, RandomResizedCrop, Transform};
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 
@@ -52,6 +52,119 @@ fn random_resized_crop_fallback_is_torchvisions_central_crop() -> Result<()> {
     assert_eq!(t.window(&mut rng, (10, 100)), (0, (100 - 13) / 2, 10, 13));
     // A tall image: full width, height round(w / (3/4)), centred.
     assert_eq!(t.window(&mut rng, (100, 9)), ((100 - 12) / 2, 0, 12, 9));
+    Ok(())
+}
+
+/// Counts of each `(top, left)` over `draws` windows of `t` on an image of size `dims`.
+fn crop_counts(
+    t: &RandomCrop,
+    dims: (usize, usize),
+    draws: usize,
+    seed: u64,
+) -> Result<std::collections::BTreeMap<(isize, isize), usize>> {
+    let mut rng = AugRng::seed_from_u64(seed);
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..draws {
+        *counts.entry(t.window(&mut rng, dims)?).or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
+#[test]
+fn random_crop_offsets_are_uniform_over_the_padded_image() -> Result<()> {
+    // CIFAR: 32 x 32 crops of the image padded by 4: top, left ~ U{0..=8} in the padded image,
+    // that is U{-4..=4} in the image's; all 81 positions equally likely.
+    let t = RandomCrop::new((32, 32))?.with_padding(4)?;
+    let per = 300;
+    let counts = crop_counts(&t, (32, 32), 81 * per, 5)?;
+    let expected: Vec<(isize, isize)> = (-4..=4)
+        .flat_map(|top| (-4..=4).map(move |left| (top, left)))
+        .collect();
+    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), expected);
+    // Binomial(24300, 1/81): mean 300, standard deviation 17.2; 5 sigma either side.
+    for (pos, &n) in &counts {
+        assert!(
+            (214..=386).contains(&n),
+            "{pos:?} drawn {n} times, expected about {per}"
+        );
+    }
+    // Non-square crop of a non-square image: top in [-2, 31 + 2 - 28], left in [-2, 33 + 2 - 30].
+    let t = RandomCrop::new((28, 30))?.with_padding(2)?;
+    let counts = crop_counts(&t, (31, 33), 64 * 100, 6)?;
+    assert_eq!(counts.len(), 8 * 8);
+    let tops: std::collections::BTreeSet<isize> = counts.keys().map(|k| k.0).collect();
+    let lefts: std::collections::BTreeSet<isize> = counts.keys().map(|k| k.1).collect();
+    assert_eq!(tops, (-2..=5).collect());
+    assert_eq!(lefts, (-2..=5).collect());
+    // Without padding, a crop of the image's size has one position.
+    let counts = crop_counts(&RandomCrop::new((9, 7))?, (9, 7), 50, 7)?;
+    assert_eq!(counts.into_iter().collect::<Vec<_>>(), [((0, 0), 50)]);
+    Ok(())
+}
+
+#[test]
+fn random_crop_samples_one_crop_op() -> Result<()> {
+    let t = RandomCrop::new((6, 5))?.with_padding(2)?;
+    let mut rng = AugRng::seed_from_u64(8);
+    let mut replay = AugRng::seed_from_u64(8);
+    for _ in 0..100 {
+        let (plan, out) = sample(&t, &mut rng, (7, 9))?;
+        assert_eq!(out, (6, 5));
+        let (top, left) = t.window(&mut replay, (7, 9))?;
+        assert_eq!(
+            plan,
+            [Op::Crop {
+                top,
+                left,
+                size: (6, 5)
+            }]
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn random_crop_bad_parameters_are_errors_naming_them() -> Result<()> {
+    let msg = |r: candle_core::Result<RandomCrop>| match r {
+        Ok(t) => format!("unexpected Ok: {t:?}"),
+        Err(e) => e.to_string(),
+    };
+    let cases = [
+        (msg(RandomCrop::new((0, 32))), "(0, 32)"),
+        (
+            msg(RandomCrop::new((32, 32))?.with_padding(32)),
+            "padding 32",
+        ),
+        (msg(RandomCrop::new((32, 5))?.with_padding(5)), "(32, 5)"),
+    ];
+    for (m, needle) in cases {
+        assert!(m.contains(needle), "message {m:?} does not name {needle:?}");
+    }
+    assert!(RandomCrop::new((32, 5))?.with_padding(4).is_ok());
+    // 24 + 2 * 4 = 32 fits, 23 + 2 * 4 does not.
+    let t = RandomCrop::new((32, 32))?.with_padding(4)?;
+    let mut rng = AugRng::seed_from_u64(9);
+    assert!(t.window(&mut rng, (24, 40)).is_ok());
+    for dims in [(23, 40), (40, 23)] {
+        let m = format!("{:?}", t.window(&mut rng, dims).map_err(|e| e.to_string()));
+        let image = format!("{}x{}", dims.0, dims.1);
+        assert!(
+            m.contains("(32, 32)") && m.contains(&image) && m.contains("padded by 4"),
+            "{m}"
+        );
+        let m = format!(
+            "{:?}",
+            sample(&t, &mut rng, dims).map_err(|e| e.to_string())
+        );
+        assert!(m.contains(&image), "{m}");
+    }
+    for (r, needle) in [
+        (augment::presets::crop_flip(32, 32), "padding 32"),
+        (augment::presets::crop_flip(0, 0), "(0, 0)"),
+    ] {
+        let m = format!("{:?}", r.map_err(|e| e.to_string()));
+        assert!(m.contains(needle), "{m}");
+    }
     Ok(())
 }
 
