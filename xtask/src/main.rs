@@ -186,7 +186,15 @@ fn teacher(args: &[String]) -> Result<()> {
     }
     let data = "cifar10-tar:../shared/data/cifar10";
     let config = "configs/cifar10_teacher.toml";
-    let trainer = ["run", "--release", "-p", "trainer", "--bin", "trainer", "--"];
+    let trainer = [
+        "run",
+        "--release",
+        "-p",
+        "trainer",
+        "--bin",
+        "trainer",
+        "--",
+    ];
     let mut train: Vec<&str> = trainer.to_vec();
     train.extend(["teacher", "--config", config, "--data", data, "--out", out]);
     if Path::new(out).join("last.safetensors").exists() {

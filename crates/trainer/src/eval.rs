@@ -66,7 +66,12 @@ pub fn extract(
         }
         dim = pooled.dim(1)?;
         classes = out.dim(1)?;
-        features.extend(pooled.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+        features.extend(
+            pooled
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        );
         logits.extend(out.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
     }
     Ok(Extracted {

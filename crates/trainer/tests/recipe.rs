@@ -17,14 +17,19 @@ use trainer::engine::Ctx;
 use trainer::objective::cross_entropy_smoothed;
 
 fn fixture() -> Result<HashMap<String, Tensor>> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/recipe.safetensors");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/recipe.safetensors");
     Ok(candle_core::safetensors::load(path, &Device::Cpu)?)
 }
 
 fn max_rel(a: &Tensor, b: &Tensor) -> Result<f32> {
     let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-    let scale = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1e-6);
+    let scale = b
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar::<f32>()?
+        .max(1e-6);
     Ok(diff / scale)
 }
 
@@ -103,16 +108,26 @@ fn test_time_flip_averages_an_image_and_its_mirror() -> Result<()> {
     let x = p.apply_batch(&split.test.images, (32, 32), &[3], 0, 0, 0)?;
     let b = net.backbone();
     let plain = b.forward_features(&x, false)?.logits;
-    let mirrored = b.forward_features(&augment::functional::hflip(&x)?, false)?.logits;
+    let mirrored = b
+        .forward_features(&augment::functional::hflip(&x)?, false)?
+        .logits;
     let want = ((plain.clone() + mirrored)? * 0.5)?;
     let classes = f.test.classes;
-    let got = Tensor::from_slice(&f.test.logits[3 * classes..4 * classes], (1, classes), &Device::Cpu)?;
+    let got = Tensor::from_slice(
+        &f.test.logits[3 * classes..4 * classes],
+        (1, classes),
+        &Device::Cpu,
+    )?;
     assert!(max_rel(&got, &want)? < 1e-5);
     // Without the flip, the image alone.
     let mut off = cfg.clone();
     off.eval.tta_flip = false;
     let f = ctx.with_config(&off).evaluator()?.features(&net, false)?;
-    let got = Tensor::from_slice(&f.test.logits[3 * classes..4 * classes], (1, classes), &Device::Cpu)?;
+    let got = Tensor::from_slice(
+        &f.test.logits[3 * classes..4 * classes],
+        (1, classes),
+        &Device::Cpu,
+    )?;
     assert!(max_rel(&got, &plain)? < 1e-5);
     assert!(max_rel(&plain, &want)? > 1e-4, "the mirror changed nothing");
     Ok(())

@@ -75,7 +75,12 @@ impl Ema {
 
     /// The average's variables as checkpoint tensors (`ema.<name>`).
     pub fn tensors(&self) -> Vec<(String, Tensor)> {
-        let data = self.avg.varmap.data().lock().unwrap_or_else(|e| e.into_inner());
+        let data = self
+            .avg
+            .varmap
+            .data()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         data.iter()
             .map(|(n, v)| (format!("{PREFIX}{n}"), v.as_tensor().clone()))
             .collect()
@@ -84,7 +89,12 @@ impl Ema {
     /// Restores the average from a checkpoint's `ema.` tensors after `updates` updates (a missing
     /// tensor leaves the average at "no update yet").
     pub fn restore(&mut self, tensors: &HashMap<String, Tensor>, updates: usize) -> Result<()> {
-        let dst = self.avg.varmap.data().lock().unwrap_or_else(|e| e.into_inner());
+        let dst = self
+            .avg
+            .varmap
+            .data()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for (name, var) in dst.iter() {
             match tensors.get(&format!("{PREFIX}{name}")) {
                 Some(t) => var.set(&t.to_device(var.device())?.to_dtype(var.dtype())?)?,
