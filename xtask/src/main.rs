@@ -9,6 +9,7 @@
 //! | `lint` | clippy on all targets with warnings denied |
 //! | `doc` | API docs with broken intra-doc links (and every other rustdoc warning) denied |
 //! | `test` | the whole test suite, release profile |
+//! | `hub` | clippy, docs and tests of the trainer's `hub` feature (Hugging Face Hub and parquet data) |
 //! | `smoke` | a tiny trainer run on the bundled sample |
 //! | `data [--from DIR] [--out DIR]` | unpacks the CIFAR-10 JPEG tarballs (checked against SHA256SUMS) |
 //! | `bench [--runs N] [--threads N] [--no-torch] [FIGURE...]` | the speed figures of issue 7, candle beside PyTorch (`PYTHON` picks the interpreter) |
@@ -35,6 +36,7 @@ fn main() -> Result<()> {
         "lint" => lint(),
         "doc" => doc(),
         "test" => test(),
+        "hub" => hub(),
         "smoke" => smoke(),
         "data" => data(rest),
         "study" => study(rest),
@@ -59,6 +61,7 @@ fn print_help() {
          lint    clippy --all-targets with -D warnings\n  \
          doc     cargo doc with warnings denied\n  \
          test    the test suite (release profile)\n  \
+         hub     clippy, docs and tests of the trainer's `hub` feature (parquet and Hugging Face Hub data)\n  \
          smoke   a tiny trainer run on the bundled sample\n  \
          study   [ARGS] the CIFAR-10 distillation study (writes results/); ARGS go to the study driver, see --help\n  \
          data    [--from DIR] [--out DIR] unpack the CIFAR-10 JPEG tarballs (default: ../shared/data/cifar10 -> target/data/cifar10)\n  \
@@ -115,6 +118,25 @@ fn test() -> Result<()> {
     cargo(&["test", "--release", "--workspace"])
 }
 
+/// The trainer's optional `hub` feature (and `parquet`, which it includes), which the workspace
+/// checks above leave out: clippy and docs of the code behind it, and its tests (tests/hub.rs).
+fn hub() -> Result<()> {
+    let features = ["-p", "trainer", "--features", "hub"];
+    let mut clippy = vec!["clippy", "--release", "--lib", "--test", "hub"];
+    clippy.extend(features);
+    clippy.extend(["--", "-D", "warnings"]);
+    cargo(&clippy)?;
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["doc", "--release", "--no-deps"])
+            .args(features)
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    let mut test = vec!["test", "--release", "--test", "hub"];
+    test.extend(features);
+    cargo(&test)
+}
+
 fn smoke() -> Result<()> {
     let out = Path::new("target").join("smoke");
     if out.exists() {
@@ -136,11 +158,12 @@ fn smoke() -> Result<()> {
 fn ci() -> Result<()> {
     let start = Instant::now();
     type Step = fn() -> Result<()>;
-    let steps: [(&str, Step); 5] = [
+    let steps: [(&str, Step); 6] = [
         ("fmt", || cargo(&["fmt", "--all", "--", "--check"])),
         ("clippy", lint),
         ("doc", doc),
         ("test", test),
+        ("hub", hub),
         ("smoke", smoke),
     ];
     for (name, step) in steps {
