@@ -9,6 +9,7 @@
 //! | `lint` | clippy on all targets with warnings denied |
 //! | `doc` | API docs with broken intra-doc links (and every other rustdoc warning) denied |
 //! | `test` | the whole test suite, release profile |
+//! | `hub` | clippy, docs and tests of the trainer's `hub` feature (Hugging Face Hub and parquet data) |
 //! | `smoke` | a tiny trainer run on the bundled sample |
 //! | `data [--from DIR] [--out DIR]` | unpacks the CIFAR-10 JPEG tarballs (checked against SHA256SUMS) |
 //! | `teacher [--fresh] [--no-bundle]` | trains the CIFAR-10 teacher recipe (resuming an interrupted run), bundles it, evaluates the bundle |
@@ -37,6 +38,7 @@ fn main() -> Result<()> {
         "lint" => lint(),
         "doc" => doc(),
         "test" => test(),
+        "hub" => hub(),
         "smoke" => smoke(),
         "data" => data(rest),
         "jpeg-check" => jpeg_check(rest),
@@ -63,6 +65,7 @@ fn print_help() {
          lint    clippy --all-targets with -D warnings\n  \
          doc     cargo doc with warnings denied\n  \
          test    the test suite (release profile)\n  \
+         hub     clippy, docs and tests of the trainer's `hub` feature (parquet and Hugging Face Hub data)\n  \
          smoke   a tiny trainer run on the bundled sample\n  \
          study   [ARGS] the CIFAR-10 distillation study (writes results/); ARGS go to the study driver, see --help\n  \
          teacher [--fresh] [--no-bundle] the CIFAR-10 teacher recipe (configs/cifar10_teacher.toml) on all 50,000\n          \
@@ -123,6 +126,25 @@ fn test() -> Result<()> {
     cargo(&["test", "--release", "--workspace"])
 }
 
+/// The trainer's optional `hub` feature (and `parquet`, which it includes), which the workspace
+/// checks above leave out: clippy and docs of the code behind it, and its tests (tests/hub.rs).
+fn hub() -> Result<()> {
+    let features = ["-p", "trainer", "--features", "hub"];
+    let mut clippy = vec!["clippy", "--release", "--lib", "--test", "hub"];
+    clippy.extend(features);
+    clippy.extend(["--", "-D", "warnings"]);
+    cargo(&clippy)?;
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["doc", "--release", "--no-deps"])
+            .args(features)
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    let mut test = vec!["test", "--release", "--test", "hub"];
+    test.extend(features);
+    cargo(&test)
+}
+
 fn smoke() -> Result<()> {
     let out = Path::new("target").join("smoke");
     if out.exists() {
@@ -144,11 +166,12 @@ fn smoke() -> Result<()> {
 fn ci() -> Result<()> {
     let start = Instant::now();
     type Step = fn() -> Result<()>;
-    let steps: [(&str, Step); 5] = [
+    let steps: [(&str, Step); 6] = [
         ("fmt", || cargo(&["fmt", "--all", "--", "--check"])),
         ("clippy", lint),
         ("doc", doc),
         ("test", test),
+        ("hub", hub),
         ("smoke", smoke),
     ];
     for (name, step) in steps {

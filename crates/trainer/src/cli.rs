@@ -8,7 +8,7 @@
 //! | --- | --- |
 //! | `teacher` | run options, `[data]`, `[eval]`, `[teacher]` (with its `[teacher.optim]`) |
 //! | `distill` | run options, `[data]`, `[eval]`, `[student]` (with `[student.optim]`, `[student.projection]`) |
-//! | `run`, `smoke` | as `distill`; the optimisation flags (`--epochs`, `--lr`, …) set both phases, `--teacher-epochs` the teacher's epochs alone; `run` imports the bundled teacher (`teacher.from = "bundled"`) unless `--train-teacher` |
+//! | `run`, `smoke` | as `distill`; the optimisation flags (`--epochs`, `--lr`, …) set both phases, `--teacher-epochs` the teacher's epochs alone; `run` imports the bundled teacher (`teacher.from = "bundled"`) unless `--train-teacher` (a source tree without one trains its teacher) |
 //! | `eval` | run options, `[data]`, `[eval]`, `--checkpoint`, `--arch`, `--json`, `--no-linear` |
 //!
 //! All take `--config FILE.toml` (every key; the command line overrides it) and `--resume`. The
@@ -162,9 +162,12 @@ impl Layout for RunLayout {
         }
         Ok(())
     }
-    /// `run` distils from the bundled teacher unless told otherwise.
+    /// `run` distils from the bundled teacher unless told otherwise (or, in a source tree that
+    /// has none yet, trains its teacher as `--train-teacher` does).
     fn preset(cfg: &mut Config) {
-        cfg.teacher.from = Some(PathBuf::from(crate::checkpoint::BUNDLED));
+        if crate::checkpoint::bundled_teacher().exists() {
+            cfg.teacher.from = Some(PathBuf::from(crate::checkpoint::BUNDLED));
+        }
     }
 }
 

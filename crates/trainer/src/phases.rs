@@ -1,5 +1,6 @@
-//! The teacher and student phases: each builds its network and [`Objective`] from the
-//! configuration and trains it through the [`Engine`].
+//! The teacher and student phases: each builds its network and
+//! [`Objective`](crate::objective::Objective) from the configuration and trains it through the
+//! [`Engine`].
 //!
 //! Seeds: the teacher is initialised from `seed`, the student from `seed + 1`; the teacher's batch
 //! order and augmentations are salted with `0x7EAC`, the student's with `0x57D`, so students of the

@@ -1,4 +1,6 @@
-//! Data readers: CIFAR binary batches, ImageFolder trees, the CIFAR-10 JPEG tarballs and the bundled sample.
+//! Data readers: CIFAR binary batches, ImageFolder trees, the CIFAR-10 JPEG tarballs and the bundled sample;
+//! with the `parquet` feature, parquet shards in the Hugging Face Hub's layout (module `parquet`), and with
+//! the `hub` feature, datasets from the Hub itself (module `hub`).
 //!
 //! Every reader returns a [`Dataset`]: raw `u8` pixels, one image after the other, each in CHW order
 //! `(3, H, W)` (CIFAR's native layout, and what [`augment`] consumes), plus `u32` labels.
@@ -8,6 +10,10 @@ mod cifar;
 mod error;
 mod folder;
 mod jpeg;
+#[cfg(feature = "hub")]
+pub mod hub;
+#[cfg(feature = "parquet")]
+pub mod parquet;
 mod source;
 mod tarball;
 

@@ -20,6 +20,8 @@ use super::{
 /// | `cifar100-coarse:DIR` | the same, 20 coarse labels |
 /// | `folder:DIR` | `DIR/train/` and `DIR/test/` ImageFolder trees |
 /// | `cifar10-tar:DIR` | `DIR/train.tar.gz` and `DIR/test.tar.gz`, CIFAR-10 as JPEG folders, read as a stream |
+/// | `parquet:DIR` | parquet shards in the Hugging Face Hub's layout (feature `parquet`) |
+/// | `hub:OWNER/NAME[@REVISION][:CONFIG]` | a dataset from the Hugging Face Hub, through its cache (feature `hub`) |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataSource {
     /// The bundled sample.
@@ -32,6 +34,12 @@ pub enum DataSource {
     Folder(PathBuf),
     /// A folder with the CIFAR-10 JPEG tarballs.
     Cifar10Tar(PathBuf),
+    /// A folder of parquet shards ([`super::parquet`]).
+    #[cfg(feature = "parquet")]
+    Parquet(PathBuf),
+    /// A dataset on the Hugging Face Hub ([`super::hub`]).
+    #[cfg(feature = "hub")]
+    Hub(super::hub::HubDataset),
 }
 
 /// The bundled sample's folder: `data/sample` at the top of the source tree this binary was built from.
@@ -49,12 +57,22 @@ impl FromStr for DataSource {
         let bad = || {
             DataError::Invalid(format!(
                 "--data {s:?}: expected `sample`, `cifar10:DIR`, `cifar100:DIR`, `cifar100-coarse:DIR`, \
-                 `folder:DIR` or `cifar10-tar:DIR`"
+                 `folder:DIR`, `cifar10-tar:DIR`, `parquet:DIR` or `hub:OWNER/NAME`"
             ))
         };
         let (kind, dir) = s.split_once(':').ok_or_else(bad)?;
         if dir.is_empty() {
             return Err(bad());
+        }
+        if let Some(feature) = missing_feature(kind) {
+            return Err(DataError::Invalid(format!(
+                "--data {s:?}: this trainer was built without the `{feature}` feature; \
+                 rebuild it with `cargo build --release -p trainer --features {feature}`"
+            )));
+        }
+        #[cfg(feature = "hub")]
+        if kind == "hub" {
+            return Ok(DataSource::Hub(dir.parse()?));
         }
         let dir = PathBuf::from(dir);
         Ok(match kind {
@@ -63,8 +81,19 @@ impl FromStr for DataSource {
             "cifar100-coarse" => DataSource::Cifar100(dir, Cifar100Labels::Coarse),
             "folder" => DataSource::Folder(dir),
             "cifar10-tar" => DataSource::Cifar10Tar(dir),
+            #[cfg(feature = "parquet")]
+            "parquet" => DataSource::Parquet(dir),
             _ => return Err(bad()),
         })
+    }
+}
+
+/// The cargo feature a `--data` kind needs, when this build lacks it.
+fn missing_feature(kind: &str) -> Option<&'static str> {
+    match kind {
+        "parquet" if !cfg!(feature = "parquet") => Some("parquet"),
+        "hub" if !cfg!(feature = "hub") => Some("hub"),
+        _ => None,
     }
 }
 
@@ -79,13 +108,18 @@ impl std::fmt::Display for DataSource {
             }
             DataSource::Folder(d) => write!(f, "folder:{}", d.display()),
             DataSource::Cifar10Tar(d) => write!(f, "cifar10-tar:{}", d.display()),
+            #[cfg(feature = "parquet")]
+            DataSource::Parquet(d) => write!(f, "parquet:{}", d.display()),
+            #[cfg(feature = "hub")]
+            DataSource::Hub(h) => write!(f, "{h}"),
         }
     }
 }
 
 impl DataSource {
-    /// Loads the train and test sets. Folder and tarball images are resized to `image_size` squared;
-    /// CIFAR binary images are always 32×32, and another `image_size` is an error.
+    /// Loads the train and test sets. Folder, tarball, parquet and Hub images are resized to
+    /// `image_size` squared; CIFAR binary images are always 32×32, and another `image_size` is an error.
+    /// A Hub dataset is reached with the options `hub::HubOptions::from_env` takes from the environment.
     pub fn load(&self, image_size: usize) -> Result<Split, DataError> {
         let binary_size = |split: Split| {
             if image_size == 32 {
@@ -111,6 +145,12 @@ impl DataSource {
             DataSource::Cifar100(d, labels) => binary_size(load_cifar100_dir(d, *labels)?)?,
             DataSource::Folder(d) => load_folders(d, image_size)?,
             DataSource::Cifar10Tar(d) => load_cifar10_tarballs(d, image_size, image_size)?,
+            #[cfg(feature = "parquet")]
+            DataSource::Parquet(d) => super::parquet::load_parquet_dir(d, image_size)?,
+            #[cfg(feature = "hub")]
+            DataSource::Hub(h) => {
+                super::hub::load_hub(h, image_size, &super::hub::HubOptions::from_env())?
+            }
         };
         Ok(split)
     }
