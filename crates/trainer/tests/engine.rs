@@ -95,7 +95,16 @@ fn every_objective_trains_through_the_engine() -> Result<()> {
     // Students: the supervised baseline, SimCLR, KD and SimCLR + KD, online and fixed targets.
     let (teacher_net, _) =
         trainer::net::Net::from_checkpoint(&teacher.best, None, 10, 32, &candle_core::Device::Cpu)?;
-    let cases: [(&str, StudentObjective, f64, TeacherTargets, &[&str], &str); 6] = [
+    /// Name, objective, α, teacher targets, the loss parts logged, the epoch metric.
+    type Case<'a> = (
+        &'a str,
+        StudentObjective,
+        f64,
+        TeacherTargets,
+        &'a [&'a str],
+        &'a str,
+    );
+    let cases: [Case; 6] = [
         (
             "supervised",
             StudentObjective::Supervised,

@@ -9,9 +9,9 @@
 mod cifar;
 mod error;
 mod folder;
-mod jpeg;
 #[cfg(feature = "hub")]
 pub mod hub;
+mod jpeg;
 #[cfg(feature = "parquet")]
 pub mod parquet;
 mod source;
