@@ -115,8 +115,8 @@ mod with_hub {
     }
 
     /// `ds` holds, in order, the images and labels `datasets` reads for `key`: each image exactly
-    /// as `decode_image` decodes its encoded bytes, and close to PIL's decode (exactly, for PNGs
-    /// of the target size).
+    /// as `decode_image` decodes its encoded bytes, and PIL's decode (exactly, for images of the
+    /// target size).
     fn check_split(ds: &Dataset, expected: &Expected, key: &str) -> Result<()> {
         let labels = expected.labels(key)?;
         ensure!(
@@ -149,15 +149,10 @@ mod with_hub {
                 .max()
                 .unwrap_or(0);
             let native = image::load_from_memory(&encoded)?;
-            let png = image::guess_format(&encoded)? == image::ImageFormat::Png;
             let resized = (native.width(), native.height()) != (SIZE as u32, SIZE as u32);
-            // Two JPEG decoders round the IDCT and chroma upsampling differently by a few levels
-            // (as in tests/data.rs); the triangle filter and PIL's bilinear resize by one.
-            let tolerance = match (png, resized) {
-                (true, false) => 0,
-                (true, true) => 2,
-                (false, _) => 8,
-            };
+            // JPEG and PNG decode to PIL's pixels exactly; only a resize may differ (the triangle
+            // filter and PIL's bilinear, by a level or two).
+            let tolerance = if resized { 2 } else { 0 };
             ensure!(
                 max <= tolerance,
                 "{key} row {i}: max diff {max} from PIL (tolerance {tolerance})"
