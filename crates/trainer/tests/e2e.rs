@@ -150,6 +150,22 @@ fn interrupted_then_resumed_equals_uninterrupted() -> Result<()> {
         common::tensor_bytes(&dir.path().join("parts/best.safetensors"))?,
         "the resumed run's best weights equal the uninterrupted run's"
     );
+
+    // Resuming a finished phase trains nothing and still reports the phase's training time.
+    let seconds = |run: &str| -> Result<f64> {
+        let path = dir.path().join(run).join("summary.json");
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+        v["rows"][0]["train_seconds"]
+            .as_f64()
+            .ok_or_else(|| anyhow::anyhow!("{}: no rows[0].train_seconds", path.display()))
+    };
+    let trained = seconds("whole")?;
+    trainer::run::run_teacher(&whole, true, &AtomicBool::new(false))?;
+    let reported = seconds("whole")?;
+    assert!(
+        reported > 0.5 * trained && reported <= trained,
+        "a finished phase resumed reports {reported} s of training, {trained} s were spent"
+    );
     Ok(())
 }
 

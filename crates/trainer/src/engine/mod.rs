@@ -48,7 +48,7 @@ use crate::{Error, Result};
 
 use ema::Ema;
 use progress::Progress;
-use state::TrainState;
+use state::{TrainState, Trained};
 use step::{scalar, StepAt};
 
 /// What every phase shares: the configuration, the device, the data, Ctrl-C.
@@ -118,9 +118,9 @@ pub struct PhaseOutcome {
     pub best: PathBuf,
     /// Per epoch (trained by this call): the `metrics.jsonl` epoch record.
     pub history: Vec<serde_json::Value>,
-    /// Wall time of the training, seconds.
+    /// Wall time of the training, seconds, over every run of the phase (see [`state::Trained`]).
     pub seconds: f64,
-    /// Training throughput, images per second.
+    /// Training throughput, images per second (over the same runs).
     pub images_per_second: f64,
 }
 
@@ -258,6 +258,7 @@ impl<'c, 'a> Engine<'c, 'a> {
         let seed = cfg.seed ^ phase.salt;
         let evaluator = ctx.evaluator()?;
         let t_start = Instant::now();
+        let before = state.trained;
         let mut images_done = 0usize;
         let mut history = Vec::new();
         while state.epoch < phase.optim.epochs {
@@ -311,6 +312,10 @@ impl<'c, 'a> Engine<'c, 'a> {
                     e.update(net)?;
                 }
                 images_done += batch.indices.len();
+                state.trained = Trained {
+                    seconds: before.seconds + t_start.elapsed().as_secs_f64(),
+                    images: before.images + images_done,
+                };
                 counted_here += 1;
                 state.batch += 1;
                 state.sums.add(&stats.values);
@@ -383,6 +388,10 @@ impl<'c, 'a> Engine<'c, 'a> {
                 batch: 0,
                 best: state.best,
                 sums: Default::default(),
+                trained: Trained {
+                    seconds: before.seconds + t_start.elapsed().as_secs_f64(),
+                    images: before.images + images_done,
+                },
             };
             let keep = match cfg.eval.keep {
                 Keep::Best => metric.filter(|&m| m > state.best),
@@ -405,13 +414,14 @@ impl<'c, 'a> Engine<'c, 'a> {
             let kept = ema.as_ref().map_or(net, Ema::net);
             state.save_model(&best_path, kept, optim.steps(), cfg, phase.name)?;
         }
-        let seconds = t_start.elapsed().as_secs_f64();
+        // Over every run of the phase (a resumed phase counts its earlier runs too).
+        let seconds = before.seconds + t_start.elapsed().as_secs_f64();
         Ok(PhaseOutcome {
             dir: dir.to_path_buf(),
             best: best_path,
             history,
             seconds,
-            images_per_second: images_done as f64 / seconds.max(1e-9),
+            images_per_second: (before.images + images_done) as f64 / seconds.max(1e-9),
         })
     }
 }

@@ -25,6 +25,20 @@ const EPOCH_SUMS: &str = "epoch_sums";
 const EPOCH_COUNT: &str = "epoch_count";
 /// Metadata key: updates of the weight average (`ema.` tensors).
 const EMA_UPDATES: &str = "ema_updates";
+/// Metadata key: the phase's training wall time so far, seconds ([`Trained::seconds`]).
+const TRAIN_SECONDS: &str = "train_seconds";
+/// Metadata key: training images the phase has stepped through so far ([`Trained::images`]).
+const TRAIN_IMAGES: &str = "train_images";
+
+/// What a phase has cost so far, over every run that trained it (a resumed phase reports its
+/// whole training, not only the last run's; 0 in checkpoints written before this was recorded).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Trained {
+    /// Wall time, seconds (training with its epoch evaluations and checkpoints).
+    pub seconds: f64,
+    /// Training images stepped through.
+    pub images: usize,
+}
 
 /// The running sums of an epoch's loss parts.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -65,6 +79,8 @@ pub struct TrainState {
     pub best: f64,
     /// The loss sums of the batches already done in `epoch`.
     pub sums: EpochSums,
+    /// Time and images spent on the phase up to this state.
+    pub trained: Trained,
 }
 
 impl TrainState {
@@ -75,6 +91,7 @@ impl TrainState {
             batch: 0,
             best: f64::NEG_INFINITY,
             sums: EpochSums::default(),
+            trained: Trained::default(),
         }
     }
 
@@ -111,6 +128,10 @@ impl TrainState {
             batch,
             best: ckpt.meta(meta::BEST).unwrap_or(f64::NEG_INFINITY),
             sums,
+            trained: Trained {
+                seconds: ckpt.meta(TRAIN_SECONDS).unwrap_or(0.0),
+                images: ckpt.meta(TRAIN_IMAGES).unwrap_or(0),
+            },
         })
     }
 
@@ -121,6 +142,8 @@ impl TrainState {
             (BATCH, self.batch.to_string()),
             (meta::STEP, steps.to_string()),
             (meta::BEST, self.best.to_string()),
+            (TRAIN_SECONDS, self.trained.seconds.to_string()),
+            (TRAIN_IMAGES, self.trained.images.to_string()),
         ];
         if self.batch > 0 {
             md.push((
