@@ -1,17 +1,21 @@
-//! Loads a torchvision-format ResNet checkpoint (safetensors) and prints its top
-//! predictions for an image file.
+//! Loads a torchvision-format ResNet checkpoint (safetensors), or an ONNX file exported by
+//! `trainer export` (run by tract, a pure-Rust ONNX runtime), and prints its top predictions for
+//! an image file.
 //!
-//! `cargo run --release -p examples --example predict -- CHECKPOINT IMAGE [OPTIONS]`
+//! `cargo run --release -p examples --example predict -- CHECKPOINT|MODEL.onnx IMAGE [OPTIONS]`
 //!
 //! Options (defaults in brackets):
-//! - `--arch NAME`: any of `models::RESNET_NAMES` [`resnet18`]
-//! - `--stem imagenet|cifar`: [read from `conv1.weight`: 7×7 is ImageNet, 3×3 CIFAR]
-//! - `--classes N`: [read from `fc.weight`]
+//! - `--arch NAME`: any of `models::RESNET_NAMES` [`resnet18`] (safetensors only)
+//! - `--stem imagenet|cifar`: [read from `conv1.weight`: 7×7 is ImageNet, 3×3 CIFAR; for an ONNX
+//!   file, from its `stem` metadata]
+//! - `--classes N`: [read from `fc.weight`] (safetensors only)
 //! - `--top K`: how many predictions to print [5]
 //! - `--labels FILE|cifar10`: class names, one per line [class indices]
 //!
 //! Preprocessing: ImageNet stem: shorter side to 256, centre crop 224, ImageNet mean/std;
-//! CIFAR stem: resize to 32×32, CIFAR-10 mean/std.
+//! CIFAR stem: resize to 32×32, CIFAR-10 mean/std. An ONNX file gets the image at its declared
+//! input size, as `uint8`, `[0, 1]` or normalised pixels as its `input` metadata says (the
+//! normalisation then happens inside the graph, with the constants it was exported with).
 //!
 //! A torchvision checkpoint in this format:
 //! ```text
@@ -80,7 +84,7 @@ fn parse_args() -> Result<Args> {
         }
     }
     let [checkpoint, image] = <[String; 2]>::try_from(positional).map_err(|_| {
-        anyhow::anyhow!("usage: predict CHECKPOINT IMAGE [--arch NAME] [--stem imagenet|cifar] [--classes N] [--top K] [--labels FILE|cifar10]")
+        anyhow::anyhow!("usage: predict CHECKPOINT.safetensors|MODEL.onnx IMAGE [--arch NAME] [--stem imagenet|cifar] [--classes N] [--top K] [--labels FILE|cifar10]")
     })?;
     args.checkpoint = checkpoint;
     args.image = image;
@@ -90,7 +94,17 @@ fn parse_args() -> Result<Args> {
 /// The image as a normalised `(1, 3, size, size)` tensor.
 fn preprocess(path: &str, stem: Stem) -> Result<Tensor> {
     let img = image::open(path).with_context(|| format!("reading {path}"))?;
-    let (img, mean, std) = match stem {
+    let (img, mean, std) = resize(img, stem);
+    let unit = to_chw(&img)?.to_dtype(DType::F32)? / 255.0;
+    let mean = Tensor::new(&mean, &Device::Cpu)?.reshape((1, 3, 1, 1))?;
+    let std = Tensor::new(&std, &Device::Cpu)?.reshape((1, 3, 1, 1))?;
+    Ok(unit?.broadcast_sub(&mean)?.broadcast_div(&std)?)
+}
+
+/// The image as the stem expects it (ImageNet: shorter side 256, centre crop 224; CIFAR:
+/// 32×32), with the mean and standard deviation to normalise it with.
+fn resize(img: image::DynamicImage, stem: Stem) -> (image::DynamicImage, [f32; 3], [f32; 3]) {
+    match stem {
         Stem::ImageNet => {
             let (w, h) = (img.width(), img.height());
             let scale = 256.0 / w.min(h) as f64;
@@ -100,27 +114,104 @@ fn preprocess(path: &str, stem: Stem) -> Result<Tensor> {
             );
             let img = img.resize_exact(nw, nh, FilterType::Triangle);
             let img = img.crop_imm((nw - 224) / 2, (nh - 224) / 2, 224, 224);
-            (img, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+            (
+                img,
+                augment::presets::IMAGENET_MEAN,
+                augment::presets::IMAGENET_STD,
+            )
         }
         Stem::Cifar => (
             img.resize_exact(32, 32, FilterType::Triangle),
-            [0.4914, 0.4822, 0.4465],
-            [0.2470, 0.2435, 0.2616],
+            augment::presets::CIFAR_MEAN,
+            augment::presets::CIFAR_STD,
         ),
-    };
+    }
+}
+
+/// The image's pixels as a `(1, 3, H, W)` `u8` tensor.
+fn to_chw(img: &image::DynamicImage) -> Result<Tensor> {
     let rgb = img.to_rgb8();
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    let mut chw = vec![0f32; 3 * h * w];
+    let mut chw = vec![0u8; 3 * h * w];
     for (i, px) in rgb.pixels().enumerate() {
         for c in 0..3 {
-            chw[c * h * w + i] = (f32::from(px.0[c]) / 255.0 - mean[c]) / std[c];
+            chw[c * h * w + i] = px.0[c];
         }
     }
     Ok(Tensor::from_vec(chw, (1, 3, h, w), &Device::Cpu)?)
 }
 
+/// Logits of an ONNX file (run by tract) for the image; returns them and a description.
+fn onnx_logits(args: &Args) -> Result<(Tensor, String)> {
+    let bytes =
+        std::fs::read(&args.checkpoint).with_context(|| format!("reading {}", args.checkpoint))?;
+    let model = deploy::OnnxModel::from_bytes(&bytes, &args.checkpoint)?;
+    let stem = match (args.stem, model.metadata_value("stem")) {
+        (Some(s), _) => s,
+        (None, Some("imagenet")) => Stem::ImageNet,
+        (None, Some("cifar")) => Stem::Cifar,
+        _ => bail!("{}: no `stem` metadata; pass --stem", args.checkpoint),
+    };
+    let img = image::open(&args.image).with_context(|| format!("reading {}", args.image))?;
+    let (img, _, _) = resize(img, stem);
+    let img = match model.input_dims() {
+        [_, _, Some(h), Some(w)] => img.resize_exact(*w as u32, *h as u32, FilterType::Triangle),
+        _ => img,
+    };
+    let pixels = to_chw(&img)?;
+    let xs = match (model.takes_uint8(), model.metadata_value("input")) {
+        (true, _) => pixels,
+        (false, Some("unit")) => (pixels.to_dtype(DType::F32)? / 255.0)?,
+        _ => preprocess(&args.image, stem)?,
+    };
+    let logits = model
+        .run(&xs)?
+        .into_iter()
+        .next()
+        .context("the model has no output")?;
+    let arch = model
+        .metadata_value("arch")
+        .unwrap_or("ONNX model")
+        .to_string();
+    Ok((logits, format!("{arch}, {stem:?} stem, tract")))
+}
+
 fn main() -> Result<()> {
     let args = parse_args()?;
+    let (logits, what) = if args.checkpoint.ends_with(".onnx") {
+        onnx_logits(&args)?
+    } else {
+        safetensors_logits(&args)?
+    };
+    let labels: Vec<String> = match args.labels.as_deref() {
+        None => vec![],
+        Some("cifar10") => CIFAR10.iter().map(|s| s.to_string()).collect(),
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading {path}"))?
+            .lines()
+            .map(str::to_string)
+            .collect(),
+    };
+    let probs = candle_nn::ops::softmax(&logits, D::Minus1)?
+        .squeeze(0)?
+        .to_vec1::<f32>()?;
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+    println!("{} ({what}) on {}:", args.checkpoint, args.image);
+    for (rank, &c) in order.iter().take(args.top).enumerate() {
+        let name = labels.get(c).map(String::as_str).unwrap_or("");
+        println!(
+            "{:>2}. class {c:>4} {name:<20} p = {:.4}",
+            rank + 1,
+            probs[c]
+        );
+    }
+    Ok(())
+}
+
+/// Logits of a safetensors checkpoint (our kernels) for the image; returns them and a
+/// description.
+fn safetensors_logits(args: &Args) -> Result<(Tensor, String)> {
     let device = Device::Cpu;
     // SAFETY: the checkpoint is only read, and not expected to change while mapped.
     let vb = unsafe {
@@ -146,36 +237,12 @@ fn main() -> Result<()> {
             args.checkpoint, args.arch
         )
     })?;
-    let labels: Vec<String> = match args.labels.as_deref() {
-        None => vec![],
-        Some("cifar10") => CIFAR10.iter().map(|s| s.to_string()).collect(),
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading {path}"))?
-            .lines()
-            .map(str::to_string)
-            .collect(),
-    };
-
     let xs = preprocess(&args.image, stem)?;
-    let probs = candle_nn::ops::softmax(&net.forward_t(&xs, false)?, D::Minus1)?
-        .squeeze(0)?
-        .to_vec1::<f32>()?;
-    let mut order: Vec<usize> = (0..probs.len()).collect();
-    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-    println!(
-        "{} ({}, {stem:?} stem, {} parameters) on {}:",
-        args.checkpoint,
+    let logits = net.forward_t(&xs, false)?;
+    let what = format!(
+        "{}, {stem:?} stem, {} parameters",
         args.arch,
-        net.num_parameters(),
-        args.image
+        net.num_parameters()
     );
-    for (rank, &c) in order.iter().take(args.top).enumerate() {
-        let name = labels.get(c).map(String::as_str).unwrap_or("");
-        println!(
-            "{:>2}. class {c:>4} {name:<20} p = {:.4}",
-            rank + 1,
-            probs[c]
-        );
-    }
-    Ok(())
+    Ok((logits, what))
 }

@@ -34,6 +34,42 @@ impl BlockKind {
     }
 }
 
+/// A bias-free convolution and the batch norm after it, as a ResNet names and shapes them
+/// (one entry of [`ResNetConfig::stem_conv`] or [`ResNetConfig::blocks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvBnSpec {
+    /// Parameter path of the convolution (`conv1`, `layer2.0.conv1`, `layer2.0.downsample.0`);
+    /// its weight is `{conv}.weight`, `(c_out, c_in, kernel, kernel)`.
+    pub conv: String,
+    /// Parameter path of the batch norm (`bn1`, `layer2.0.bn1`, `layer2.0.downsample.1`).
+    pub bn: String,
+    /// Input channels.
+    pub c_in: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// Square kernel side.
+    pub kernel: usize,
+    /// Stride (both axes).
+    pub stride: usize,
+    /// Zero padding (all four sides): `kernel / 2`.
+    pub padding: usize,
+    /// A ReLU follows the batch norm. `false` for a block's last convolution (its ReLU comes
+    /// after the residual add) and for the downsample.
+    pub relu: bool,
+}
+
+/// One residual block: `relu(bn_last(conv_last(…relu(bn1(conv1(x)))…)) + identity)`, where
+/// `identity` is `x`, or `downsample(x)` when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockSpec {
+    /// Parameter path of the block (`layer2.0`).
+    pub path: String,
+    /// Its convolutions in order (two for a basic block, three for a bottleneck).
+    pub convs: Vec<ConvBnSpec>,
+    /// The 1×1 strided projection of the identity, when the stride or width changes.
+    pub downsample: Option<ConvBnSpec>,
+}
+
 /// The architecture of a [`crate::ResNet`].
 ///
 /// Build one with a named constructor (`resnet18` … `resnet152` for torchvision's ImageNet
@@ -233,6 +269,100 @@ impl ResNetConfig {
     /// for resnet50, 64 for resnet8, 256 for resnet8x4).
     pub fn feature_dim(&self) -> usize {
         self.widths.last().copied().unwrap_or(self.stem_width) * self.block.expansion()
+    }
+
+    /// The stem convolution `conv1` and its batch norm `bn1` (followed by a ReLU and, for the
+    /// ImageNet stem, the 3×3 stride-2 padding-1 max-pool).
+    pub fn stem_conv(&self) -> ConvBnSpec {
+        let (kernel, stride, padding) = match self.stem {
+            Stem::ImageNet => (7, 2, 3),
+            Stem::Cifar => (3, 1, 1),
+        };
+        ConvBnSpec {
+            conv: "conv1".into(),
+            bn: "bn1".into(),
+            c_in: 3,
+            c_out: self.stem_width,
+            kernel,
+            stride,
+            padding,
+            relu: true,
+        }
+    }
+
+    /// Every residual block, stage by stage (`layer1`, `layer2`, …), with its convolutions: the
+    /// one description of the network's layout that [`crate::ResNet::new`] builds from and that
+    /// an exporter can walk.
+    ///
+    /// The first stage has stride 1, every later stage stride 2 in its first block (on the 3×3
+    /// convolution: `conv1` of a basic block, `conv2` of a bottleneck, torchvision's "v1.5"); a
+    /// block whose stride or width changes has a `downsample` (1×1 strided conv + batch norm).
+    ///
+    /// ```
+    /// let cfg = models::ResNetConfig::resnet8(10);
+    /// let stages = cfg.blocks();
+    /// assert_eq!(stages.len(), 3);
+    /// let b = &stages[1][0];
+    /// assert_eq!(b.path, "layer2.0");
+    /// assert_eq!((b.convs[0].conv.as_str(), b.convs[0].stride), ("layer2.0.conv1", 2));
+    /// assert_eq!(b.downsample.as_ref().map(|d| d.bn.as_str()), Some("layer2.0.downsample.1"));
+    /// ```
+    pub fn blocks(&self) -> Vec<Vec<BlockSpec>> {
+        let expansion = self.block.expansion();
+        let mut c_in = self.stem_width;
+        let mut stages = Vec::with_capacity(self.layers.len());
+        for (i, (&n_blocks, &planes)) in self.layers.iter().zip(&self.widths).enumerate() {
+            let mut blocks = Vec::with_capacity(n_blocks);
+            for b in 0..n_blocks {
+                let stride = if i > 0 && b == 0 { 2 } else { 1 };
+                let path = format!("layer{}.{b}", i + 1);
+                let c_out = planes * expansion;
+                let conv = |j: usize, c_in: usize, c_out: usize, kernel: usize, stride: usize| {
+                    ConvBnSpec {
+                        conv: format!("{path}.conv{j}"),
+                        bn: format!("{path}.bn{j}"),
+                        c_in,
+                        c_out,
+                        kernel,
+                        stride,
+                        padding: kernel / 2,
+                        relu: true,
+                    }
+                };
+                let mut convs = match self.block {
+                    BlockKind::Basic => vec![
+                        conv(1, c_in, planes, 3, stride),
+                        conv(2, planes, planes, 3, 1),
+                    ],
+                    BlockKind::Bottleneck => vec![
+                        conv(1, c_in, planes, 1, 1),
+                        conv(2, planes, planes, 3, stride),
+                        conv(3, planes, c_out, 1, 1),
+                    ],
+                };
+                if let Some(last) = convs.last_mut() {
+                    last.relu = false;
+                }
+                let downsample = (stride != 1 || c_in != c_out).then(|| ConvBnSpec {
+                    conv: format!("{path}.downsample.0"),
+                    bn: format!("{path}.downsample.1"),
+                    c_in,
+                    c_out,
+                    kernel: 1,
+                    stride,
+                    padding: 0,
+                    relu: false,
+                });
+                blocks.push(BlockSpec {
+                    path,
+                    convs,
+                    downsample,
+                });
+                c_in = c_out;
+            }
+            stages.push(blocks);
+        }
+        stages
     }
 
     /// Checks that the configuration describes a buildable network.

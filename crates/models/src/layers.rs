@@ -41,6 +41,18 @@ impl Conv2d {
         })
     }
 
+    /// The convolution of `spec`, its weight under `vb.pp(spec.conv)`.
+    pub(crate) fn from_spec(spec: &crate::config::ConvBnSpec, vb: &VarBuilder) -> Result<Self> {
+        Self::new(
+            spec.c_in,
+            spec.c_out,
+            spec.kernel,
+            spec.stride,
+            spec.padding,
+            vb.pp(&spec.conv),
+        )
+    }
+
     pub(crate) fn num_parameters(&self) -> usize {
         self.weight.elem_count()
     }

@@ -46,7 +46,7 @@ pub mod network;
 pub mod ops;
 pub mod resnet;
 
-pub use config::{BlockKind, ResNetConfig, Stem, RESNET_NAMES};
+pub use config::{BlockKind, BlockSpec, ConvBnSpec, ResNetConfig, Stem, RESNET_NAMES};
 pub use head::{linear_classifier, ProjectionHead, ProjectionHeadConfig};
 pub use init::{is_batch_norm_buffer, seeded_var_builder};
 pub use maxpool::{max_pool2d_with_tensor_ops, MaxPool2d};

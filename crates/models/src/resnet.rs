@@ -4,7 +4,7 @@
 use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-use crate::config::{BlockKind, ResNetConfig, Stem};
+use crate::config::{BlockSpec, ConvBnSpec, ResNetConfig, Stem};
 use crate::layers::{linear, linear_detach, linear_forward, BatchNorm2d, Conv2d};
 use crate::maxpool::MaxPool2d;
 
@@ -33,50 +33,17 @@ struct Block {
 }
 
 impl Block {
-    fn new(
-        cfg: &ResNetConfig,
-        c_in: usize,
-        planes: usize,
-        stride: usize,
-        vb: VarBuilder,
-    ) -> Result<Self> {
-        let c_out = planes * cfg.block.expansion();
-        let bn = |c: usize, relu: bool, last: bool, vb: VarBuilder| {
-            let zero = last && cfg.zero_init_residual;
-            BatchNorm2d::new(c, cfg.bn_eps, cfg.bn_momentum, relu, zero, vb)
-        };
-        let (convs, bns) = match cfg.block {
-            BlockKind::Basic => (
-                vec![
-                    Conv2d::new(c_in, planes, 3, stride, 1, vb.pp("conv1"))?,
-                    Conv2d::new(planes, planes, 3, 1, 1, vb.pp("conv2"))?,
-                ],
-                vec![
-                    bn(planes, true, false, vb.pp("bn1"))?,
-                    bn(planes, false, true, vb.pp("bn2"))?,
-                ],
-            ),
-            BlockKind::Bottleneck => (
-                vec![
-                    Conv2d::new(c_in, planes, 1, 1, 0, vb.pp("conv1"))?,
-                    Conv2d::new(planes, planes, 3, stride, 1, vb.pp("conv2"))?,
-                    Conv2d::new(planes, c_out, 1, 1, 0, vb.pp("conv3"))?,
-                ],
-                vec![
-                    bn(planes, true, false, vb.pp("bn1"))?,
-                    bn(planes, true, false, vb.pp("bn2"))?,
-                    bn(c_out, false, true, vb.pp("bn3"))?,
-                ],
-            ),
-        };
-        let downsample = if stride != 1 || c_in != c_out {
-            let vb = vb.pp("downsample");
-            Some((
-                Conv2d::new(c_in, c_out, 1, stride, 0, vb.pp("0"))?,
-                bn(c_out, false, false, vb.pp("1"))?,
-            ))
-        } else {
-            None
+    fn new(cfg: &ResNetConfig, spec: &BlockSpec, vb: &VarBuilder) -> Result<Self> {
+        let last = spec.convs.len() - 1;
+        let mut convs = Vec::with_capacity(spec.convs.len());
+        let mut bns = Vec::with_capacity(spec.convs.len());
+        for (i, c) in spec.convs.iter().enumerate() {
+            convs.push(Conv2d::from_spec(c, vb)?);
+            bns.push(batch_norm(cfg, c, i == last && cfg.zero_init_residual, vb)?);
+        }
+        let downsample = match &spec.downsample {
+            Some(d) => Some((Conv2d::from_spec(d, vb)?, batch_norm(cfg, d, false, vb)?)),
+            None => None,
         };
         Ok(Self {
             convs,
@@ -129,6 +96,23 @@ impl Block {
     }
 }
 
+/// The batch norm of `spec` (`zero_weight`: `zero_init_residual`'s zero scale).
+fn batch_norm(
+    cfg: &ResNetConfig,
+    spec: &ConvBnSpec,
+    zero_weight: bool,
+    vb: &VarBuilder,
+) -> Result<BatchNorm2d> {
+    BatchNorm2d::new(
+        spec.c_out,
+        cfg.bn_eps,
+        cfg.bn_momentum,
+        spec.relu,
+        zero_weight,
+        vb.pp(&spec.bn),
+    )
+}
+
 /// A ResNet (He et al. 2016, "Deep Residual Learning for Image Recognition") as torchvision
 /// and RepDistiller build it.
 ///
@@ -179,37 +163,19 @@ impl ResNet {
     /// Builds the network of `cfg`, taking (or creating) its variables from `vb`.
     pub fn new(cfg: &ResNetConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
-        let (conv1, maxpool) = match cfg.stem {
-            Stem::ImageNet => (
-                Conv2d::new(3, cfg.stem_width, 7, 2, 3, vb.pp("conv1"))?,
-                Some(MaxPool2d::new(3, 2, 1)?),
-            ),
-            Stem::Cifar => (
-                Conv2d::new(3, cfg.stem_width, 3, 1, 1, vb.pp("conv1"))?,
-                None,
-            ),
+        let stem = cfg.stem_conv();
+        let conv1 = Conv2d::from_spec(&stem, &vb)?;
+        let bn1 = batch_norm(cfg, &stem, false, &vb)?;
+        let maxpool = match cfg.stem {
+            Stem::ImageNet => Some(MaxPool2d::new(3, 2, 1)?),
+            Stem::Cifar => None,
         };
-        let bn1 = BatchNorm2d::new(
-            cfg.stem_width,
-            cfg.bn_eps,
-            cfg.bn_momentum,
-            true,
-            false,
-            vb.pp("bn1"),
-        )?;
-        let mut c_in = cfg.stem_width;
-        let mut layers = Vec::with_capacity(cfg.layers.len());
-        for (i, (&n_blocks, &planes)) in cfg.layers.iter().zip(&cfg.widths).enumerate() {
-            let vb_layer = vb.pp(format!("layer{}", i + 1));
-            let stride = if i == 0 { 1 } else { 2 };
-            let mut blocks = Vec::with_capacity(n_blocks);
-            for b in 0..n_blocks {
-                let s = if b == 0 { stride } else { 1 };
-                blocks.push(Block::new(cfg, c_in, planes, s, vb_layer.pp(b))?);
-                c_in = planes * cfg.block.expansion();
-            }
-            layers.push(blocks);
-        }
+        let layers = cfg
+            .blocks()
+            .iter()
+            .map(|stage| stage.iter().map(|b| Block::new(cfg, b, &vb)).collect())
+            .collect::<Result<Vec<Vec<Block>>>>()?;
+        let c_in = cfg.feature_dim();
         let fc = if cfg.num_classes > 0 {
             Some(linear(c_in, cfg.num_classes, vb.pp("fc"))?)
         } else {

@@ -10,8 +10,10 @@
 //! | `distill` | run options, `[data]`, `[eval]`, `[student]` (with `[student.optim]`, `[student.projection]`) |
 //! | `run`, `smoke` | as `distill`; the optimisation flags (`--epochs`, `--lr`, …) set both phases, `--teacher-epochs` the teacher's epochs alone; `run` imports the bundled teacher (`teacher.from = "bundled"`) unless `--train-teacher` (a source tree without one trains its teacher) |
 //! | `eval` | run options, `[data]`, `[eval]`, `--checkpoint`, `--arch`, `--json`, `--no-linear` |
+//! | `bench-infer` | run options, `[data]`, `[eval]`, `--run`, `--checkpoint`, `--arch`, `--samples`, `--json` |
+//! | `export` | its own ([`ExportArgs`]): no configuration |
 //!
-//! All take `--config FILE.toml` (every key; the command line overrides it) and `--resume`. The
+//! All but `export` take `--config FILE.toml` (every key; the command line overrides it) and `--resume`. The
 //! command line *overlays* the configuration: a flag sets its key only when it is given
 //! ([`clap::FromArgMatches::update_from_arg_matches`]).
 
@@ -47,6 +49,11 @@ pub enum Command {
     Eval(Options<EvalLayout>),
     /// A tiny `run` on a slice of the bundled sample (CI's smoke test).
     Smoke(Options<RunLayout>),
+    /// Export a checkpoint as an ONNX file (batch norms folded), checked by tract before it is
+    /// written.
+    Export(ExportArgs),
+    /// Inference speed, sizes and accuracy of a teacher and its students: the compression report.
+    BenchInfer(Options<BenchInferLayout>),
 }
 
 /// The options of every command besides the configuration's.
@@ -87,6 +94,56 @@ pub struct EvalArgs {
     /// Skip the linear probe.
     #[arg(long)]
     pub no_linear: bool,
+}
+
+/// `trainer export`'s options.
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// The checkpoint (safetensors, torchvision keys; `bundled`: the bundled teacher).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The ONNX file to write.
+    #[arg(long)]
+    pub onnx: PathBuf,
+    /// Architecture, when the checkpoint's metadata does not say.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// What the graph takes: `normalized` (f32, as the trainer feeds its networks), `unit` (f32 in
+    /// [0, 1]) or `uint8` (the normalisation then happens inside the graph).
+    #[arg(long, default_value = "normalized")]
+    pub input: deploy::onnx::InputKind,
+    /// Outputs, comma-separated: `logits`, `features`, `projection`.
+    #[arg(long, default_value = "logits", value_delimiter = ',')]
+    pub output: Vec<deploy::onnx::OutputKind>,
+    /// Fixed input side (default: the checkpoint's training size, else free).
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Skip the check of the export against our forward pass.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+/// `trainer bench-infer`'s own options (the models; `--data`, `--image-size`, `--threads`,
+/// `--device` and `--out` are the run options).
+#[derive(Args, Debug, Clone)]
+pub struct BenchInferArgs {
+    /// A `trainer run` folder: its teacher and two students, accuracies from its `summary.json`.
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// More checkpoints (repeatable; `bundled`: the bundled teacher), after the run's. The first
+    /// model is the reference of the ratios. Their classifier accuracy is measured on `--data`'s
+    /// test split.
+    #[arg(long)]
+    pub checkpoint: Vec<PathBuf>,
+    /// Architecture of checkpoints whose metadata does not say.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Timed passes at batch 1 (and a sixth of them, at least 3, at batch 64).
+    #[arg(long, default_value_t = 100)]
+    pub samples: usize,
+    /// Print the JSON report instead of the Markdown.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which configuration tables a command exposes and how its flags land in a [`Config`].
@@ -181,6 +238,24 @@ impl Layout for EvalLayout {
     }
     fn overlay(cfg: &mut Config, m: &ArgMatches) -> Result<(), clap::Error> {
         cfg.update_from_arg_matches(m)
+    }
+}
+
+/// `bench-infer`: the run options and the models. Without `--out` (or `out` in `--config`), the
+/// report is written into the `--run` folder, else only printed.
+#[derive(Debug, Clone)]
+pub struct BenchInferLayout;
+
+impl Layout for BenchInferLayout {
+    fn augment(cmd: clap::Command) -> clap::Command {
+        BenchInferArgs::augment_args(common(cmd).next_help_heading("Models"))
+    }
+    fn overlay(cfg: &mut Config, m: &ArgMatches) -> Result<(), clap::Error> {
+        cfg.update_from_arg_matches(m)
+    }
+    /// No report folder unless one is given.
+    fn preset(cfg: &mut Config) {
+        cfg.out = PathBuf::new();
     }
 }
 

@@ -10,12 +10,15 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod compression;
 pub mod config;
 pub mod data;
 pub mod device;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod export;
+pub mod infer;
 pub mod metrics;
 pub mod net;
 pub mod objective;

@@ -1,4 +1,4 @@
-//! The `trainer` binary: `trainer [run|teacher|distill|eval|smoke] [OPTIONS]`; see `trainer --help`.
+//! The `trainer` binary: `trainer [run|teacher|distill|eval|smoke|export|bench-infer] [OPTIONS]`; see `trainer --help`.
 //! The command line is [`trainer::cli`], derived from the configuration types.
 
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use trainer::cli::{Cli, Command, EvalArgs};
+use trainer::cli::{BenchInferArgs, Cli, Command, EvalArgs};
 use trainer::Config;
 
 /// The smoke run: every phase, tiny, on a slice of the bundled sample.
@@ -131,6 +131,20 @@ fn real_main() -> Result<()> {
                 );
                 println!("linear probe accuracy: {}", pct(r.linear_probe_accuracy));
                 println!("test images: {}", r.test_images);
+            }
+        }
+        Command::Export(a) => {
+            let e = trainer::export::export_checkpoint(&a.into())?;
+            println!("{}", serde_json::to_string_pretty(&e)?);
+        }
+        Command::BenchInfer(o) => {
+            let a: BenchInferArgs = o.args()?;
+            let cfg = ready(o.config()?)?;
+            let r = trainer::compression::bench_infer(&cfg, &a)?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r.json)?);
+            } else {
+                println!("{}", r.markdown);
             }
         }
     }

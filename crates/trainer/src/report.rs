@@ -26,7 +26,8 @@ pub struct Row {
     pub images_per_second: f64,
 }
 
-fn pct(v: Option<f64>) -> String {
+/// A fraction as a percentage with two decimals, `–` when absent.
+pub fn pct(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{:.2}%", 100.0 * v))
 }
 

@@ -188,7 +188,7 @@ pub fn run_all(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result<Sum
             cfg.teacher.arch, cfg.teacher.method, cfg.teacher.optim.epochs
         ),
     };
-    let notes = format!(
+    let mut notes = format!(
         "Teacher: {teacher_note}. Students: {}, {} epochs, two SimCLR views per image, \
          loss (1 − α)·NT-Xent(T = {}) + α·KD(T = {})·T² (teacher targets: {:?}). kNN: k = {}, T = {}. Linear probe: {} epochs on frozen features.\n",
         cfg.student.arch,
@@ -200,6 +200,15 @@ pub fn run_all(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result<Sum
         cfg.eval.knn_temperature,
         cfg.eval.linear_epochs
     );
+    let models: Vec<_> = rows
+        .iter()
+        .zip([&teacher.best, &kd.best, &base.best])
+        .map(|(r, best)| (r.model.clone(), best.clone(), (&r.eval).into()))
+        .collect();
+    let compression =
+        crate::compression::for_run(&cfg.out, &models, cfg.data.image_size, &c.device)?;
+    notes.push('\n');
+    notes.push_str(&compression.markdown);
     write_summary(
         cfg,
         split.train.num_classes(),
@@ -282,18 +291,8 @@ pub fn run_eval(
         cfg.data.image_size,
         &c.device,
     )?;
-    // A student trained with α = 0 has an untrained classifier: report it as absent.
-    let untrained_fc = ck
-        .metadata
-        .get(crate::checkpoint::meta::CONFIG)
-        .and_then(|t| Config::from_toml_str(t).ok())
-        .is_some_and(|k| {
-            ck.metadata
-                .get(crate::checkpoint::meta::ROLE)
-                .is_some_and(|r| r == "student")
-                && !student_has_classifier(&k.student)
-        });
-    c.evaluator()?.report(&net, !untrained_fc, linear)
+    c.evaluator()?
+        .report(&net, checkpoint_has_classifier(&ck), linear)
 }
 
 /// A trained and evaluated student.
@@ -321,6 +320,22 @@ pub fn train_and_evaluate_student(
         .evaluator()?
         .report(&net, student_has_classifier(&ctx.cfg.student), true)?;
     Ok(StudentRun { outcome, net, eval })
+}
+
+/// Whether a checkpoint's classifier was trained: not a student's whose recorded configuration
+/// has no classifier ([`student_has_classifier`]), e.g. one trained with α = 0.
+pub fn checkpoint_has_classifier(ck: &crate::checkpoint::Checkpoint) -> bool {
+    let student = ck
+        .metadata
+        .get(crate::checkpoint::meta::ROLE)
+        .is_some_and(|r| r == "student");
+    let untrained = student
+        && ck
+            .metadata
+            .get(crate::checkpoint::meta::CONFIG)
+            .and_then(|t| Config::from_toml_str(t).ok())
+            .is_some_and(|k| !student_has_classifier(&k.student));
+    !untrained
 }
 
 /// Whether a student trained with `s` has a trained classifier head: not a SimCLR-only one.

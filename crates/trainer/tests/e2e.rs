@@ -40,6 +40,8 @@ fn run_trains_teacher_and_students_and_writes_the_run_folder() -> Result<()> {
         "teacher/metrics.jsonl",
         "student_distilled/best.safetensors",
         "student_simclr/metrics.jsonl",
+        "compression.md",
+        "compression.json",
     ] {
         assert!(dir.path().join(f).is_file(), "{f} missing");
     }
@@ -50,6 +52,22 @@ fn run_trains_teacher_and_students_and_writes_the_run_folder() -> Result<()> {
     );
     let md = std::fs::read_to_string(dir.path().join("summary.md"))?;
     assert!(md.contains("| teacher (supervised) | resnet8 |"), "{md}");
+    // The compression report, in summary.md too: the three models, the teacher the reference.
+    assert!(md.contains("## Compression"), "{md}");
+    let compression: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        dir.path().join("compression.json"),
+    )?)?;
+    let models = compression["models"].as_array().expect("models");
+    assert_eq!(models.len(), 3);
+    assert_eq!(models[0]["compression"], 1.0);
+    for (m, r) in models.iter().zip(&summary.rows) {
+        assert_eq!(m["figures"]["label"], r.model.as_str());
+        assert_eq!(m["figures"]["parameters"], r.parameters);
+        assert_eq!(
+            m["figures"]["accuracy"]["knn"].as_f64(),
+            Some(r.eval.knn_accuracy)
+        );
+    }
     // The resolved configuration round-trips.
     let back = Config::from_toml_file(&dir.path().join("config.toml"))?;
     assert_eq!(back, cfg);
