@@ -85,7 +85,8 @@ pub struct EvalArgs {
     /// The checkpoint to evaluate.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Architecture of the checkpoint, when its metadata does not say.
+    /// Architecture of the checkpoint, needed when its metadata does not say it (when given, it is
+    /// used as is: a checkpoint of another architecture is an error naming the first tensor).
     #[arg(long)]
     pub arch: Option<String>,
     /// Print one JSON object instead of a table.
@@ -105,7 +106,8 @@ pub struct ExportArgs {
     /// The ONNX file to write.
     #[arg(long)]
     pub onnx: PathBuf,
-    /// Architecture, when the checkpoint's metadata does not say.
+    /// Architecture of the checkpoint, needed when its metadata does not say it (when given, it is
+    /// used as is: a checkpoint of another architecture is an error naming the first tensor).
     #[arg(long)]
     pub arch: Option<String>,
     /// What the graph takes: `normalized` (f32, as the trainer feeds its networks), `unit` (f32 in
@@ -135,7 +137,8 @@ pub struct BenchInferArgs {
     /// test split.
     #[arg(long)]
     pub checkpoint: Vec<PathBuf>,
-    /// Architecture of checkpoints whose metadata does not say.
+    /// Architecture of the checkpoint, needed when its metadata does not say it (when given, it is
+    /// used as is: a checkpoint of another architecture is an error naming the first tensor).
     #[arg(long)]
     pub arch: Option<String>,
     /// Timed passes at batch 1 (and a sixth of them, at least 3, at batch 64).

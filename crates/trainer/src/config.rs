@@ -298,8 +298,8 @@ pub struct StudentConfig {
     /// The teacher checkpoint (set by `trainer run` to the teacher it trained).
     #[arg(long)]
     pub teacher: Option<PathBuf>,
-    /// Architecture of the teacher, when its checkpoint does not say (e.g. an imported torchvision
-    /// file).
+    /// Architecture of the teacher, needed when its checkpoint does not say it (e.g. an imported
+    /// torchvision file); when given, it is used as is.
     #[arg(long)]
     pub teacher_arch: Option<String>,
     /// Where the teacher's logits come from: its forward pass on the student's views at every

@@ -115,17 +115,31 @@ impl Net {
         Ok(copy)
     }
 
-    /// Builds the network a checkpoint describes (`arch` and `num_classes` from its metadata, or the
-    /// given fallbacks for files written by other tools) and loads its backbone weights.
+    /// Builds the network a checkpoint describes and loads its backbone weights: `arch` when
+    /// given (it wins over the metadata, so a mismatch is an error naming the tensor), else the
+    /// architecture the metadata records; `num_classes` from the metadata, else from `fc.weight`,
+    /// else `classes_fallback` (files written by other tools).
     pub fn from_checkpoint(
         path: &Path,
-        arch_fallback: Option<&str>,
+        arch: Option<&str>,
         classes_fallback: usize,
         image_size: usize,
         device: &Device,
     ) -> Result<(Self, Checkpoint)> {
         let ckpt = Checkpoint::load(path, device)?;
-        let arch = match (ckpt.metadata.get(meta::ARCH), arch_fallback) {
+        Self::from_loaded(ckpt, path, arch, classes_fallback, image_size, device)
+    }
+
+    /// [`Net::from_checkpoint`] for a checkpoint already read from `path`.
+    pub fn from_loaded(
+        ckpt: Checkpoint,
+        path: &Path,
+        arch: Option<&str>,
+        classes_fallback: usize,
+        image_size: usize,
+        device: &Device,
+    ) -> Result<(Self, Checkpoint)> {
+        let arch = match (ckpt.metadata.get(meta::ARCH), arch) {
             (_, Some(a)) => a.to_string(),
             (Some(a), None) => a.clone(),
             (None, None) => {

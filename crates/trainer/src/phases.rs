@@ -39,16 +39,9 @@ fn import_teacher(ctx: &Ctx, dir: &Path, from: &Path) -> Result<PhaseOutcome> {
     let cfg = ctx.cfg;
     let classes = ctx.split.train.num_classes();
     // The architecture the file records, else `teacher.arch` (a file written by other tools).
-    let recorded = Checkpoint::load(from, &candle_core::Device::Cpu)?
-        .metadata
-        .contains_key(meta::ARCH);
-    let (net, _) = Net::from_checkpoint(
-        from,
-        (!recorded).then_some(cfg.teacher.arch.as_str()),
-        classes,
-        cfg.data.image_size,
-        &ctx.device,
-    )?;
+    let ckpt = Checkpoint::load(from, &ctx.device)?;
+    let arch = (!ckpt.metadata.contains_key(meta::ARCH)).then_some(cfg.teacher.arch.as_str());
+    let (net, _) = Net::from_loaded(ckpt, from, arch, classes, cfg.data.image_size, &ctx.device)?;
     if net.num_classes != classes {
         return Err(Error::Checkpoint(format!(
             "{}: the teacher has {} classes, the data {classes}{}",
