@@ -4,12 +4,11 @@
 //!
 //! | task | what it does |
 //! | --- | --- |
-//! | `ci` | every check, cheapest first: fmt, clippy, docs, tests, a trainer smoke run |
+//! | `ci` | every check, cheapest first: fmt, clippy, docs, tests (with the `hub` and `mpi` features), a trainer smoke run |
 //! | `fmt` | formats the workspace |
 //! | `lint` | clippy on all targets with warnings denied |
 //! | `doc` | API docs with broken intra-doc links (and every other rustdoc warning) denied |
 //! | `test` | the whole test suite, release profile |
-//! | `hub` | clippy, docs and tests of the trainer's `hub` feature (Hugging Face Hub and parquet data) |
 //! | `smoke` | a tiny trainer run on the bundled sample |
 //! | `data [--from DIR] [--out DIR]` | unpacks the CIFAR-10 JPEG tarballs (checked against SHA256SUMS) |
 //! | `teacher [--fresh] [--no-bundle]` | trains the CIFAR-10 teacher recipe (resuming an interrupted run), bundles it, evaluates the bundle |
@@ -38,7 +37,6 @@ fn main() -> Result<()> {
         "lint" => lint(),
         "doc" => doc(),
         "test" => test(),
-        "hub" => hub(),
         "smoke" => smoke(),
         "data" => data(rest),
         "jpeg-check" => jpeg_check(rest),
@@ -65,7 +63,6 @@ fn print_help() {
          lint    clippy --all-targets with -D warnings\n  \
          doc     cargo doc with warnings denied\n  \
          test    the test suite (release profile)\n  \
-         hub     clippy, docs and tests of the trainer's `hub` feature (parquet and Hugging Face Hub data)\n  \
          smoke   a tiny trainer run on the bundled sample\n  \
          study   [ARGS] the CIFAR-10 distillation study (writes results/); ARGS go to the study driver, see --help\n  \
          teacher [--fresh] [--no-bundle] the CIFAR-10 teacher recipe (configs/cifar10_teacher.toml) on all 50,000\n          \
@@ -102,76 +99,54 @@ fn cargo(args: &[&str]) -> Result<()> {
     run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args(args))
 }
 
+/// The optional features every check builds with, so that clippy, the docs and the tests cover
+/// the code behind them (the Hub and parquet readers, MPI data parallelism) and every step reuses
+/// one build of the dependencies. `.ci/run` installs what they need (Open MPI, libclang).
+const FEATURES: [&str; 2] = ["--features", "trainer/hub,trainer/mpi"];
+
 fn lint() -> Result<()> {
-    cargo(&[
-        "clippy",
-        "--release",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])
+    let mut args = vec!["clippy", "--release", "--workspace", "--all-targets"];
+    args.extend(FEATURES);
+    args.extend(["--", "-D", "warnings"]);
+    cargo(&args)
 }
 
 fn doc() -> Result<()> {
     run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["doc", "--release", "--workspace", "--no-deps"])
+            .args(FEATURES)
             .env("RUSTDOCFLAGS", "-D warnings"),
     )
 }
 
 fn test() -> Result<()> {
-    cargo(&["test", "--release", "--workspace"])
+    let mut args = vec!["test", "--release", "--workspace"];
+    args.extend(FEATURES);
+    cargo(&args)
 }
 
-/// The trainer's optional `hub` feature (and `parquet`, which it includes), which the workspace
-/// checks above leave out: clippy and docs of the code behind it, and its tests (tests/hub.rs).
-fn hub() -> Result<()> {
-    let features = ["-p", "trainer", "--features", "hub"];
-    let mut clippy = vec!["clippy", "--release", "--lib", "--test", "hub"];
-    clippy.extend(features);
-    clippy.extend(["--", "-D", "warnings"]);
-    cargo(&clippy)?;
-    run(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["doc", "--release", "--no-deps"])
-            .args(features)
-            .env("RUSTDOCFLAGS", "-D warnings"),
-    )?;
-    let mut test = vec!["test", "--release", "--test", "hub"];
-    test.extend(features);
-    cargo(&test)
-}
-
+/// The smoke run of the binary the test step builds (a no-op build after `test`).
 fn smoke() -> Result<()> {
+    let mut build = vec!["test", "--release", "--workspace", "--no-run"];
+    build.extend(FEATURES);
+    cargo(&build)?;
     let out = Path::new("target").join("smoke");
     if out.exists() {
         std::fs::remove_dir_all(&out).with_context(|| format!("removing {}", out.display()))?;
     }
-    let out = out.to_string_lossy().into_owned();
-    cargo(&[
-        "run",
-        "--release",
-        "-p",
-        "trainer",
-        "--",
-        "smoke",
-        "--out",
-        &out,
-    ])
+    let bin = Path::new("target").join("release").join("trainer");
+    run(Command::new(&bin).arg("smoke").arg("--out").arg(&out))
 }
 
 fn ci() -> Result<()> {
     let start = Instant::now();
     type Step = fn() -> Result<()>;
-    let steps: [(&str, Step); 6] = [
+    let steps: [(&str, Step); 5] = [
         ("fmt", || cargo(&["fmt", "--all", "--", "--check"])),
         ("clippy", lint),
         ("doc", doc),
         ("test", test),
-        ("hub", hub),
         ("smoke", smoke),
     ];
     for (name, step) in steps {

@@ -8,6 +8,9 @@
 //!   [`sp_loss`] (similarity-preserving), [`FitNetHint`] (FitNets), [`at_loss`] (attention
 //!   transfer).
 //! - Combined: [`SimClrDistillation`] gives `(1 − α) · NT-Xent + α · KD` and its parts.
+//! - Sharded (data-parallel training): [`nt_xent_shard`], [`supcon_shard`]: one process's
+//!   anchors against the batch gathered from every process; the mean over the processes is the
+//!   loss of the whole batch, in value and gradient.
 //!
 //! Every function takes f32 or f64 tensors on any device and returns a scalar in that dtype;
 //! bad input is an `Err` naming the function and the shapes, never a panic.
@@ -22,6 +25,7 @@ mod nt_xent_fused;
 mod queue;
 mod relational;
 mod seed;
+mod sharded;
 mod simclr_distillation;
 mod supcon;
 
@@ -33,5 +37,6 @@ pub use nt_xent_blocked::nt_xent_blocked;
 pub use queue::EmbeddingQueue;
 pub use relational::{pkt_loss, rkd_angle, rkd_distance, sp_loss};
 pub use seed::seed_loss;
+pub use sharded::{nt_xent_shard, supcon_shard};
 pub use simclr_distillation::{DistillationLoss, SimClrDistillation, SimClrDistillationConfig};
 pub use supcon::supcon;

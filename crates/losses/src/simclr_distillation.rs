@@ -140,6 +140,21 @@ impl SimClrDistillation {
             )
         }
         let contrastive = nt_xent(z_a, z_b, self.config.temperature)?;
+        self.combine(contrastive, student_logits, teacher_logits)
+    }
+
+    /// The total and its parts from a contrastive term computed elsewhere (e.g.
+    /// [`nt_xent_shard`](crate::nt_xent_shard) in data-parallel training):
+    /// `(1 − α)·contrastive + α·KD(teacher ‖ student; T)`.
+    ///
+    /// # Errors
+    /// Whatever [`kd_loss`](crate::kd_loss) rejects.
+    pub fn combine(
+        &self,
+        contrastive: Tensor,
+        student_logits: &Tensor,
+        teacher_logits: &Tensor,
+    ) -> Result<DistillationLoss> {
         let distillation = kd_loss(student_logits, teacher_logits, self.config.kd_temperature)?;
         let alpha = self.config.alpha;
         let total = (contrastive.affine(1.0 - alpha, 0.0)? + distillation.affine(alpha, 0.0)?)?;

@@ -419,6 +419,14 @@ pub struct Config {
     /// and on Ctrl-C). A crash then costs at most N steps; each write is atomic.
     #[arg(long, required = false)]
     pub checkpoint_every: usize,
+    /// Synchronised batch norm across the processes of an `mpirun` job (SimCLR's global BN): the
+    /// batch statistics of the global batch instead of each process's shard.
+    #[arg(long, required = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub sync_bn: bool,
+    /// Seconds a process of an `mpirun` job waits in one collective before it stops the job (a
+    /// rank that died or hangs); 0: wait forever.
+    #[arg(long, required = false)]
+    pub collective_timeout: f64,
     /// The data.
     #[command(flatten)]
     pub data: DataConfig,
@@ -443,6 +451,8 @@ impl Default for Config {
             quiet: false,
             log_every: 10,
             checkpoint_every: 0,
+            sync_bn: false,
+            collective_timeout: 1800.0,
             data: DataConfig::default(),
             teacher: TeacherConfig::default(),
             student: StudentConfig::default(),
@@ -588,6 +598,10 @@ impl Config {
         at_most(&data("image_size"), self.data.image_size, MAX_IMAGE_SIZE)?;
         positive(&named::<Self>("log_every"), self.log_every)?;
         at_most(&named::<Self>("threads"), self.threads, MAX_THREADS)?;
+        non_negative(
+            &named::<Self>("collective_timeout"),
+            self.collective_timeout,
+        )?;
         crate::device::parse_device(&self.device)?;
         known_arch(&named::<TeacherConfig>("teacher.arch"), &self.teacher.arch)?;
         known_arch(&named::<StudentConfig>("student.arch"), &self.student.arch)?;

@@ -28,9 +28,24 @@ fn smoke_preset(cfg: &mut Config) {
     cfg.eval.knn_k = 20;
 }
 
+/// Processes of this job on this machine (`mpirun` says so in the environment), else 1.
+fn local_ranks() -> usize {
+    [
+        "OMPI_COMM_WORLD_LOCAL_SIZE",
+        "MPI_LOCALNRANKS",
+        "SLURM_NTASKS_PER_NODE",
+    ]
+    .iter()
+    .find_map(|k| std::env::var(k).ok()?.parse::<usize>().ok())
+    .unwrap_or(1)
+    .max(1)
+}
+
 fn set_threads(cfg: &Config) -> Result<()> {
     let n = if cfg.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        // One thread per core, the cores shared among this machine's ranks.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / local_ranks()).max(1)
     } else {
         cfg.threads
     };
@@ -43,10 +58,12 @@ fn set_threads(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Validates `cfg` and starts its thread pool.
+/// Validates `cfg`, starts its thread pool and sets the collectives' timeout.
 fn ready(cfg: Config) -> Result<Config> {
     cfg.validate()?;
     set_threads(&cfg)?;
+    let t = cfg.collective_timeout;
+    trainer::dist::world().set_timeout((t > 0.0).then(|| std::time::Duration::from_secs_f64(t)));
     Ok(cfg)
 }
 
@@ -54,21 +71,59 @@ fn main() {
     // Keep freed tensor memory for the next step instead of returning it to the kernel (glibc
     // only; a process-wide setting, hence here and not in a library).
     models::ops::retain_freed_memory();
-    if let Err(e) = real_main() {
-        // The chain of causes, each once: many messages already quote their cause.
-        let mut msg = e.to_string();
-        for cause in e.chain().skip(1) {
-            let c = cause.to_string();
-            if !msg.contains(&c) {
-                msg.push_str(": ");
-                msg.push_str(&c);
+    // MPI (under mpirun) is set up first and finalised last, when `launch` is dropped.
+    let result = trainer::dist::init()
+        .map_err(anyhow::Error::from)
+        .and_then(|launch| {
+            let r = real_main();
+            let world = trainer::dist::world();
+            if let Err(e) = &r {
+                if world.world_size() > 1 && exit_code(e) != 130 {
+                    // The other ranks may be waiting in a collective for this one: stop them all.
+                    // (Ctrl-C stops every rank at the same step: they finish normally.)
+                    eprintln!(
+                        "error: rank {} of {}: {}",
+                        world.rank(),
+                        world.world_size(),
+                        message(e)
+                    );
+                    world.abort(exit_code(e));
+                }
             }
-        }
-        eprintln!("error: {msg}");
-        std::process::exit(match e.downcast_ref::<trainer::Error>() {
-            Some(trainer::Error::Interrupted { .. }) => 130,
-            _ => 1,
+            drop(launch);
+            r
         });
+    if let Err(e) = result {
+        eprintln!("error: {}", message(&e));
+        std::process::exit(exit_code(&e));
+    }
+}
+
+/// The chain of causes, each once: many messages already quote their cause.
+fn message(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
+}
+
+/// 130 for an interrupted run (Ctrl-C), 1 for any other error.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    match e.downcast_ref::<trainer::Error>() {
+        Some(trainer::Error::Interrupted { .. }) => 130,
+        _ => 1,
+    }
+}
+
+/// Prints a result line: rank 0 only (the only rank of a single process).
+fn say(text: &str) {
+    if trainer::dist::world().rank() == 0 {
+        println!("{text}");
     }
 }
 
@@ -88,30 +143,36 @@ fn real_main() -> Result<()> {
         })
         .context("installing the Ctrl-C handler")?;
     }
-    match cli
+    let command = cli
         .command
-        .unwrap_or_else(|| Command::Run(Default::default()))
-    {
+        .unwrap_or_else(|| Command::Run(Default::default()));
+    if !matches!(command, Command::Teacher(_) | Command::Distill(_)) {
+        trainer::run::single_process("this command")?;
+    }
+    match command {
         Command::Run(o) => {
             let cfg = ready(o.config()?)?;
             let s = trainer::run::run_all(&cfg, o.file().resume, &interrupt)?;
-            println!("\n{}", s.markdown);
-            println!("run folder: {}", s.out.display());
+            say(&format!(
+                "\n{}\nrun folder: {}",
+                s.markdown,
+                s.out.display()
+            ));
         }
         Command::Smoke(o) => {
             let cfg = ready(o.config_with(smoke_preset)?)?;
             let s = trainer::run::run_all(&cfg, o.file().resume, &interrupt)?;
-            println!("\n{}", s.markdown);
+            say(&format!("\n{}", s.markdown));
         }
         Command::Teacher(o) => {
             let cfg = ready(o.config()?)?;
             let s = trainer::run::run_teacher(&cfg, o.file().resume, &interrupt)?;
-            println!("\n{}", s.markdown);
+            say(&format!("\n{}", s.markdown));
         }
         Command::Distill(o) => {
             let cfg = ready(o.config()?)?;
             let s = trainer::run::run_distill(&cfg, o.file().resume, &interrupt)?;
-            println!("\n{}", s.markdown);
+            say(&format!("\n{}", s.markdown));
         }
         Command::Eval(o) => {
             let a: EvalArgs = o.args()?;

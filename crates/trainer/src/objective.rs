@@ -23,8 +23,9 @@ use crate::config::{Config, StudentObjective, TeacherAugment, TeacherMethod};
 use crate::net::Net;
 use crate::{Error, Result};
 
-/// One batch as an objective sees it.
-#[derive(Debug, Clone)]
+/// One batch as an objective sees it: in data-parallel training, this process's shard of the
+/// global batch.
+#[derive(Clone)]
 pub struct Batch {
     /// The augmented views of the images, each `(B, 3, H, W)` on the training device.
     pub views: Vec<Tensor>,
@@ -32,6 +33,10 @@ pub struct Batch {
     pub indices: Vec<usize>,
     /// Labels `(B,)` (`u32`) on the training device.
     pub labels: Tensor,
+    /// The processes training together ([`crate::dist::Single`] in one process). An objective
+    /// whose loss couples the images of a batch (NT-Xent's negatives) gathers what it needs from
+    /// every rank, so that the mean of the ranks' losses is the loss of the global batch.
+    pub world: crate::dist::World,
 }
 
 /// Loss parts of one step, each a scalar tensor; the first is the total that is minimised.
@@ -258,21 +263,29 @@ impl Objective for SimClrKd {
         let (xs, _) = stacked(batch)?;
         let (f, z) = net.forward(&xs, true)?;
         let z = z.ok_or_else(|| Error::Config("SimCLR needs a projection head".into()))?;
-        let (za, zb) = (z.narrow(0, 0, n)?, z.narrow(0, n, n)?);
+        let ranks = batch.world.world_size();
+        // NT-Xent over the global batch: every rank's `[z_a; z_b]` gathered, this rank's anchors
+        // against all of them (the mean over the ranks is NT-Xent of the global batch).
+        let contrastive = if ranks > 1 {
+            let all = crate::dist::all_gather(&batch.world, &z)?;
+            losses::nt_xent_shard(&all, ranks, batch.world.rank(), self.temperature)?
+        } else {
+            losses::nt_xent(&z.narrow(0, 0, n)?, &z.narrow(0, n, n)?, self.temperature)?
+        };
         match &self.teacher {
             Some(t) => {
                 let t_logits = t.logits(&xs, &batch.indices, 2)?;
-                let l = self.loss.forward(&f.logits, &t_logits, &za, &zb)?;
+                let l = self.loss.combine(contrastive, &f.logits, &t_logits)?;
                 Ok(vec![
                     ("total", l.total),
                     ("contrastive", l.contrastive),
                     ("distillation", l.distillation),
                 ])
             }
-            None => {
-                let c = losses::nt_xent(&za, &zb, self.temperature)?;
-                Ok(vec![("total", c.clone()), ("contrastive", c)])
-            }
+            None => Ok(vec![
+                ("total", contrastive.clone()),
+                ("contrastive", contrastive),
+            ]),
         }
     }
 

@@ -28,10 +28,13 @@ pub fn load_data(cfg: &Config) -> Result<Split> {
     Ok(split)
 }
 
-/// Creates the run folder and writes the resolved `config.toml` into it.
+/// Creates the run folder and writes the resolved `config.toml` into it (rank 0 writes it).
 pub fn prepare_out(cfg: &Config) -> Result<()> {
     let out = &cfg.out;
     std::fs::create_dir_all(out).map_err(|e| Error::Io(out.clone(), e))?;
+    if crate::dist::world().rank() != 0 {
+        return Ok(());
+    }
     crate::checkpoint::write_atomic(&out.join("config.toml"), cfg.to_toml()?.as_bytes())
 }
 
@@ -63,6 +66,28 @@ pub struct Summary {
     pub markdown: String,
     /// The run folder.
     pub out: PathBuf,
+}
+
+impl Summary {
+    /// The summary of a rank other than 0 in data-parallel training: rank 0 reports.
+    fn empty(cfg: &Config) -> Self {
+        Self {
+            rows: vec![],
+            markdown: String::new(),
+            out: cfg.out.clone(),
+        }
+    }
+}
+
+/// Refuses to run `what` as one of several processes (it is not data-parallel).
+pub fn single_process(what: &str) -> Result<()> {
+    let w = crate::dist::world().world_size();
+    if w > 1 {
+        return Err(Error::Config(format!(
+            "{what} runs in one process (started as one of {w} ranks): under mpirun, use `trainer teacher` and `trainer distill`"
+        )));
+    }
+    Ok(())
 }
 
 fn write_summary(
@@ -118,6 +143,7 @@ fn load_best(net: &Net, path: &Path, device: &candle_core::Device) -> Result<()>
 /// `trainer run`: teacher, distilled student (α from the configuration), SimCLR-only student (α = 0),
 /// evaluation of all three and the summary, under `cfg.out`.
 pub fn run_all(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result<Summary> {
+    single_process("trainer run")?;
     cfg.validate()?;
     prepare_out(cfg)?;
     let split = load_data(cfg)?;
@@ -226,6 +252,9 @@ pub fn run_teacher(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result
     let split = load_data(cfg)?;
     let c = Ctx::new(cfg, &split, interrupt)?;
     let outcome = phases::train_teacher(&c, &cfg.out, resume)?;
+    if !c.is_root() {
+        return Ok(Summary::empty(cfg));
+    }
     let (net, _) = Net::from_checkpoint(
         &outcome.best,
         None,
@@ -255,6 +284,11 @@ pub fn run_distill(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result
     prepare_out(cfg)?;
     let split = load_data(cfg)?;
     let c = Ctx::new(cfg, &split, interrupt)?;
+    if !c.is_root() {
+        // The other ranks train; rank 0 evaluates and writes the summary.
+        phases::train_student(&c, &cfg.out, resume, teacher_of(&c)?)?;
+        return Ok(Summary::empty(cfg));
+    }
     let s = train_and_evaluate_student(&c, resume, teacher_of(&c)?)?;
     let alpha = cfg.student.alpha;
     let rows = vec![row(

@@ -1,6 +1,7 @@
 //! Batch normalisation fused with ReLU (and with a residual add), forward and backward, as
 //! candle custom ops multi-threaded over channels and images.
 
+use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
 use candle_core::backend::BackendStorage;
@@ -110,6 +111,61 @@ pub fn batch_norm_add_relu(
     bn_impl(xs, bn, Some(residual), true, train)
 }
 
+/// Sums over every process of a data-parallel job, for synchronised batch norm: implemented by
+/// the training loop over its collective (MPI), used by the batch-norm kernels inside a
+/// [`SyncBatchNorm`] scope.
+pub trait ChannelSums: Send + Sync {
+    /// Replaces every value of `sums` by its sum over all processes (each process passes the
+    /// same length).
+    fn all_reduce(&self, sums: &mut [f64]) -> Result<()>;
+}
+
+thread_local! {
+    static SYNC: RefCell<Option<Arc<dyn ChannelSums>>> = const { RefCell::new(None) };
+}
+
+/// Synchronised batch norm (SimCLR's "global BN") on this thread while the guard lives: every
+/// training-mode batch norm of the CPU kernels ([`batch_norm`], [`batch_norm_relu`],
+/// [`batch_norm_add_relu`], [`conv2d_bn_train`](crate::ops::conv2d_bn_train)) normalises with the
+/// statistics of the batch of **all** processes, its per-channel sums all-reduced through
+/// [`ChannelSums`] in the forward pass (`Σx`, then `Σ(x − μ)²`) and in the backward pass
+/// (`Σdy`, `Σdy·(x − μ)`). The input's gradient is then that of the sum of every process's loss
+/// (what data-parallel training averages); `γ` and `β` get this process's share.
+/// The running statistics are updated with the global ones, so they stay equal on every
+/// process. Evaluation mode is unaffected.
+///
+/// Forward and backward must run on the thread that holds the guard. Other devices (the stock
+/// candle batch norm) are not synchronised: [`sync_supported`] tells.
+pub struct SyncBatchNorm {
+    previous: Option<Arc<dyn ChannelSums>>,
+}
+
+impl SyncBatchNorm {
+    /// Synchronises the batch norms of this thread through `sums` until the guard is dropped.
+    pub fn enter(sums: Arc<dyn ChannelSums>) -> Self {
+        let previous = SYNC.with(|s| s.borrow_mut().replace(sums));
+        Self { previous }
+    }
+}
+
+impl Drop for SyncBatchNorm {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        SYNC.with(|s| *s.borrow_mut() = previous);
+    }
+}
+
+/// The synchronisation of this thread's batch norms, if any.
+fn current_sync() -> Option<Arc<dyn ChannelSums>> {
+    SYNC.with(|s| s.borrow().clone())
+}
+
+/// Whether synchronised batch norm is available for tensors on `device` with `dtype` (the CPU
+/// kernels: f32 and f64 on the CPU).
+pub fn sync_supported(device: &candle_core::Device, dtype: DType) -> bool {
+    device.is_cpu() && matches!(dtype, DType::F32 | DType::F64)
+}
+
 /// The stock candle composition, for devices and dtypes without a fast path.
 fn stock(
     xs: &Tensor,
@@ -155,6 +211,12 @@ fn bn_impl(
     let affine_ok = bn.weight_and_bias().is_none_or(|(w, b)| same(w) && same(b));
     if !fast_path(xs) || !affine_ok || !same(rm) || !same(rv) || residual.is_some_and(|r| !same(r))
     {
+        if train && current_sync().is_some() {
+            bail!(
+                "batch_norm: synchronised batch norm runs on the CPU kernels (f32, f64), not on {:?} {dt:?} tensors",
+                xs.device().location()
+            );
+        }
         return stock(xs, bn, residual, relu, train);
     }
     let b = dims[0];
@@ -175,6 +237,7 @@ fn bn_impl(
         batch_stats: train,
         eps: bn.eps(),
         stats: stats.clone(),
+        sync: if train { current_sync() } else { None },
     };
     let xs = xs.contiguous()?;
     let ys = match residual {
@@ -182,7 +245,7 @@ fn bn_impl(
         None => xs.apply_op2_arc(&gb, Arc::new(Box::new(op)))?,
     };
     if train {
-        update_running(bn, &stats, m)?;
+        update_running(bn, &stats)?;
     }
     Ok(ys)
 }
@@ -202,15 +265,16 @@ pub(crate) fn affine_params(bn: &BatchNorm, c: usize, xs: &Tensor) -> Result<Ten
 }
 
 /// Updates the running statistics of `bn` in place from the batch statistics a training
-/// forward pass over `m` values per channel left in `stats`.
-pub(crate) fn update_running(bn: &BatchNorm, stats: &OnceLock<Stats>, m: usize) -> Result<()> {
+/// forward pass left in `stats`.
+pub(crate) fn update_running(bn: &BatchNorm, stats: &OnceLock<Stats>) -> Result<()> {
     let Some(st) = stats.get() else {
         bail!("batch_norm: the forward pass left no batch statistics")
     };
     let (rm, rv) = (bn.running_mean(), bn.running_var());
     let c = st.mean.len();
     let mom = bn.momentum();
-    let unbias = m as f64 / (m as f64 - 1.0);
+    let m = st.count;
+    let unbias = m / (m - 1.0);
     let update = |running: &Tensor, batch: &[f64], scale: f64| -> Result<()> {
         let old = running.to_dtype(DType::F64)?.to_vec1::<f64>()?;
         let new: Vec<f64> = old
@@ -225,11 +289,13 @@ pub(crate) fn update_running(bn: &BatchNorm, stats: &OnceLock<Stats>, m: usize) 
     update(rv, &st.var, unbias)
 }
 
-/// Per-channel statistics: mean, biased variance and `1 / sqrt(var + eps)`.
+/// Per-channel statistics: mean, biased variance and `1 / sqrt(var + eps)`, over `count`
+/// values per channel (of every process under [`SyncBatchNorm`]).
 pub(crate) struct Stats {
     mean: Vec<f64>,
     var: Vec<f64>,
     invstd: Vec<f64>,
+    count: f64,
 }
 
 impl Stats {
@@ -238,7 +304,12 @@ impl Stats {
         let mean = bn.running_mean().to_dtype(DType::F64)?.to_vec1::<f64>()?;
         let var = bn.running_var().to_dtype(DType::F64)?.to_vec1::<f64>()?;
         let invstd = var.iter().map(|v| 1.0 / (v + bn.eps()).sqrt()).collect();
-        Ok(Self { mean, var, invstd })
+        Ok(Self {
+            mean,
+            var,
+            invstd,
+            count: 0.0,
+        })
     }
 }
 
@@ -250,6 +321,8 @@ pub(crate) struct BnOp {
     batch_stats: bool,
     eps: f64,
     stats: Arc<OnceLock<Stats>>,
+    /// Synchronised batch norm: the all-reduce of the per-channel sums.
+    sync: Option<Arc<dyn ChannelSums>>,
 }
 
 /// Independent partial sums per reduction (one SIMD register of `f32`).
@@ -316,7 +389,67 @@ fn batch_stats<T: WithDType>(x: &[T], (b, c, s): (usize, usize, usize), eps: f64
         .collect();
     let (mean, var): (Vec<f64>, Vec<f64>) = ms.into_iter().unzip();
     let invstd = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-    Stats { mean, var, invstd }
+    Stats {
+        mean,
+        var,
+        invstd,
+        count: m,
+    }
+}
+
+/// The statistics of the batch of every process ([`SyncBatchNorm`]): `Σx` and the count
+/// all-reduced for the mean, then `Σ(x − μ)` and `Σ(x − μ)²` for the variance.
+fn synced_batch_stats<T: WithDType>(
+    x: &[T],
+    (b, c, s): (usize, usize, usize),
+    eps: f64,
+    sync: &dyn ChannelSums,
+) -> Result<Stats> {
+    let zero = T::from_f64(0.0);
+    let mut sums: Vec<f64> = (0..c)
+        .into_par_iter()
+        .map(|ci| {
+            (0..b)
+                .map(|bi| shifted_sums(&x[(bi * c + ci) * s..(bi * c + ci + 1) * s], zero).0)
+                .sum()
+        })
+        .collect();
+    sums.push((b * s) as f64);
+    sync.all_reduce(&mut sums)?;
+    let m = sums[c];
+    if m < 2.0 {
+        bail!("batch_norm: training needs more than one value per channel over all processes, got {m}");
+    }
+    let mean: Vec<f64> = sums[..c].iter().map(|v| v / m).collect();
+    let mut centred: Vec<f64> = (0..c)
+        .into_par_iter()
+        .flat_map_iter(|ci| {
+            let shift = T::from_f64(mean[ci]);
+            let (mut s1, mut s2) = (0f64, 0f64);
+            for bi in 0..b {
+                let o = (bi * c + ci) * s;
+                let (a, q) = shifted_sums(&x[o..o + s], shift);
+                s1 += a;
+                s2 += q;
+            }
+            [s1, s2]
+        })
+        .collect();
+    sync.all_reduce(&mut centred)?;
+    let (mut mu, mut var) = (Vec::with_capacity(c), Vec::with_capacity(c));
+    for ci in 0..c {
+        // The shift is μ rounded to T: correct by the mean of the centred values.
+        let mean_d = centred[2 * ci] / m;
+        mu.push(T::from_f64(mean[ci]).to_f64() + mean_d);
+        var.push((centred[2 * ci + 1] / m - mean_d * mean_d).max(0.0));
+    }
+    let invstd = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    Ok(Stats {
+        mean: mu,
+        var,
+        invstd,
+        count: m,
+    })
 }
 
 /// Per channel `(a, sh)` with `y = x·a + sh` before the residual and the ReLU:
@@ -498,6 +631,7 @@ impl BnOp {
             batch_stats: true,
             eps,
             stats: stats.clone(),
+            sync: current_sync(),
         };
         (op, stats)
     }
@@ -510,9 +644,13 @@ impl BnOp {
     }
 
     pub(crate) fn fwd<T: WithDType>(&self, x: &[T], gb: &[T], r: Option<&[T]>) -> Result<Vec<T>> {
-        if self.batch_stats {
+        if self.batch_stats && self.stats.get().is_none() {
             // A fresh op runs its forward pass once; if it ran before, keep those statistics.
-            let _ = self.stats.set(batch_stats(x, self.dims, self.eps));
+            let st = match &self.sync {
+                Some(sync) => synced_batch_stats(x, self.dims, self.eps, &**sync)?,
+                None => batch_stats(x, self.dims, self.eps),
+            };
+            let _ = self.stats.set(st);
         }
         Ok(bn_fwd(x, gb, r, self.dims, self.stats()?, self.relu))
     }
@@ -557,10 +695,20 @@ impl BnOp {
                 (s1, s2)
             })
             .collect();
-        let m = (b * s) as f64;
+        // γ and β: this process's sums. The input: those of every process (synchronised).
+        let local = sums.clone();
+        let (sums, m) = match (&self.sync, self.batch_stats) {
+            (Some(sync), true) => {
+                let mut flat: Vec<f64> = sums.iter().flat_map(|&(a, q)| [a, q]).collect();
+                sync.all_reduce(&mut flat)?;
+                let global: Vec<(f64, f64)> = flat.chunks(2).map(|p| (p[0], p[1])).collect();
+                (global, st.count)
+            }
+            _ => (sums, (b * s) as f64),
+        };
         let dgb = need.1.then(|| {
             let mut g = vec![zero; 2 * c];
-            for (ci, &(sdy, sdyx)) in sums.iter().enumerate() {
+            for (ci, &(sdy, sdyx)) in local.iter().enumerate() {
                 g[ci] = T::from_f64(sdyx * st.invstd[ci]);
                 g[c + ci] = T::from_f64(sdy);
             }

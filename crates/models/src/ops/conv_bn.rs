@@ -260,7 +260,7 @@ pub fn conv2d_bn_train(
         Some(r) => xs.apply_op3_arc(&wgb, &r.contiguous()?, Arc::new(Box::new(op)))?,
         None => xs.apply_op2_arc(&wgb, Arc::new(Box::new(op)))?,
     };
-    update_running(bn, &stats, m)?;
+    update_running(bn, &stats)?;
     Ok(ys)
 }
 

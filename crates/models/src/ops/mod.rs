@@ -27,6 +27,8 @@ mod cpu;
 mod im2col;
 
 pub use alloc::retain_freed_memory;
-pub use batch_norm::{batch_norm, batch_norm_add_relu, batch_norm_relu};
+pub use batch_norm::{
+    batch_norm, batch_norm_add_relu, batch_norm_relu, sync_supported, ChannelSums, SyncBatchNorm,
+};
 pub use conv2d::conv2d;
 pub use conv_bn::{conv2d_bn_eval, conv2d_bn_train};

@@ -86,6 +86,9 @@ fn report_only(results: &std::path::Path, merge: &[PathBuf]) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    if let Some(n) = trainer::dist::launched_world_size().filter(|&n| n > 1) {
+        anyhow::bail!("the study runs in one process (started as one of {n} ranks by mpirun)");
+    }
     // As `trainer` does: reuse freed tensor memory between steps (glibc only).
     models::ops::retain_freed_memory();
     let cli = Cli::parse();

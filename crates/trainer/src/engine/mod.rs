@@ -19,6 +19,11 @@
 //! 5. **Resume**: from `last`, also mid-epoch: the resumed run sees exactly the batches, views and
 //!    updates of the uninterrupted one, so it ends with the same weights and metrics.
 //!
+//! 6. **Ranks** ([`crate::dist`]): with several processes each rank trains on its shard of
+//!    every global batch (its views are those the single process would draw), the gradients are
+//!    averaged over the ranks, and rank 0 alone evaluates and writes metrics, checkpoints and
+//!    progress. `sync_bn` normalises with the statistics of the global batch.
+//!
 //! What differs between phases is the [`Objective`] (see [`crate::objective`]).
 
 pub mod ema;
@@ -38,6 +43,7 @@ use serde_json::json;
 
 use crate::config::{Config, Keep, OptimConfig};
 use crate::data::Split;
+use crate::dist::{World, WorldSums};
 use crate::eval::Evaluator;
 use crate::metrics::{retain_metrics, MetricsLog};
 use crate::net::Net;
@@ -63,6 +69,8 @@ pub struct Ctx<'a> {
     pub train_images: Arc<Vec<u8>>,
     /// Set by Ctrl-C: stop after writing a checkpoint.
     pub interrupt: &'a AtomicBool,
+    /// The processes of the job ([`crate::dist::world`]).
+    pub world: World,
 }
 
 impl<'a> Ctx<'a> {
@@ -74,6 +82,7 @@ impl<'a> Ctx<'a> {
             split,
             train_images: Arc::new(split.train.images.clone()),
             interrupt,
+            world: crate::dist::world(),
         })
     }
 
@@ -85,6 +94,7 @@ impl<'a> Ctx<'a> {
             split: self.split,
             train_images: self.train_images.clone(),
             interrupt: self.interrupt,
+            world: self.world.clone(),
         }
     }
 
@@ -99,8 +109,17 @@ impl<'a> Ctx<'a> {
         )
     }
 
-    /// Prints a line (stdout when quiet, else stderr beside the progress bars).
+    /// Whether this process writes the run's files and messages: rank 0 (the only one of a
+    /// single process).
+    pub fn is_root(&self) -> bool {
+        self.world.rank() == 0
+    }
+
+    /// Prints a line (stdout when quiet, else stderr beside the progress bars); rank 0 only.
     pub fn say(&self, line: &str) {
+        if !self.is_root() {
+            return;
+        }
         if self.cfg.quiet {
             println!("{line}");
         } else {
@@ -178,6 +197,18 @@ fn check_finite(net: &Net, phase: &str, step: usize, epoch: usize) -> Result<()>
     }
 }
 
+/// Whether some rank was interrupted (Ctrl-C) by the end of an epoch: every rank calls this at
+/// every epoch's end and gets the same answer.
+fn interrupted_at_epoch_end(ctx: &Ctx) -> Result<bool> {
+    let mut flag = [if ctx.interrupt.load(Ordering::SeqCst) {
+        1f32
+    } else {
+        0.0
+    }];
+    ctx.world.all_reduce_f32(&mut flag)?;
+    Ok(flag[0] > 0.0)
+}
+
 /// The training engine of a run (see the module docs).
 pub struct Engine<'c, 'a> {
     ctx: &'c Ctx<'a>,
@@ -201,7 +232,7 @@ impl<'c, 'a> Engine<'c, 'a> {
         let last = phase.dir.join("last.safetensors");
         let metrics_path = phase.dir.join("metrics.jsonl");
         if !(phase.resume && last.exists()) {
-            if metrics_path.exists() {
+            if metrics_path.exists() && self.ctx.is_root() {
                 std::fs::remove_file(&metrics_path)
                     .map_err(|e| Error::Io(metrics_path.clone(), e))?;
             }
@@ -209,6 +240,9 @@ impl<'c, 'a> Engine<'c, 'a> {
         }
         let state = TrainState::restore(&last, net, optim, ema, &self.ctx.device)?;
         let steps = optim.steps();
+        if !self.ctx.is_root() {
+            return Ok(state);
+        }
         let warning = retain_metrics(&metrics_path, |r| match r["kind"].as_str() {
             Some("step") => r["step"].as_u64().is_some_and(|s| (s as usize) <= steps),
             Some("epoch") => r["epoch"]
@@ -245,6 +279,28 @@ impl<'c, 'a> Engine<'c, 'a> {
             )));
         }
         let steps_per_epoch = train.len() / bs;
+        let world = &ctx.world;
+        let (rank, ranks, root) = (world.rank(), world.world_size(), ctx.is_root());
+        if bs % ranks != 0 {
+            return Err(Error::Config(format!(
+                "{}: batch size {bs} cannot be split over {ranks} processes; choose a batch size divisible by {ranks}",
+                phase.name
+            )));
+        }
+        // Synchronised batch norm for this phase's training steps (dropped when it returns).
+        let _sync_bn = if cfg.sync_bn && ranks > 1 {
+            if !models::ops::sync_supported(&ctx.device, candle_core::DType::F32) {
+                return Err(Error::Config(format!(
+                    "--sync-bn runs on the CPU batch-norm kernels; the device is {}",
+                    cfg.device
+                )));
+            }
+            Some(models::ops::SyncBatchNorm::enter(Arc::new(WorldSums(
+                world.clone(),
+            ))))
+        } else {
+            None
+        };
         let mut optim = Optimizer::new(trainable_params(&net.varmap, &[""]), phase.optim);
         let last = dir.join("last.safetensors");
         let best_path = dir.join("best.safetensors");
@@ -254,7 +310,12 @@ impl<'c, 'a> Engine<'c, 'a> {
             None
         };
         let mut state = self.start(net, &mut optim, ema.as_mut(), &phase)?;
-        let mut log = MetricsLog::open(&dir.join("metrics.jsonl"))?;
+        crate::dist::check_replicas(&**world, optim.params())?;
+        let mut log = if root {
+            Some(MetricsLog::open(&dir.join("metrics.jsonl"))?)
+        } else {
+            None
+        };
         let seed = cfg.seed ^ phase.salt;
         let evaluator = ctx.evaluator()?;
         let t_start = Instant::now();
@@ -264,9 +325,13 @@ impl<'c, 'a> Engine<'c, 'a> {
         while state.epoch < phase.optim.epochs {
             let epoch = state.epoch;
             let batches = shuffled_batches(train.len(), bs, seed, epoch);
-            let todo: Vec<Vec<usize>> = batches[state.batch..].to_vec();
+            // This rank's shard of every batch still to train.
+            let todo: Vec<Vec<usize>> = batches[state.batch..]
+                .iter()
+                .map(|b| Ok(crate::dist::shard(b, rank, ranks)?.to_vec()))
+                .collect::<Result<_>>()?;
             let bar = Progress::epoch(
-                cfg.quiet,
+                cfg.quiet || !root,
                 phase.name,
                 epoch,
                 phase.optim.epochs,
@@ -294,6 +359,7 @@ impl<'c, 'a> Engine<'c, 'a> {
                     views,
                     indices,
                     labels,
+                    world: world.clone(),
                 };
                 let at = StepAt {
                     phase: phase.name,
@@ -307,11 +373,13 @@ impl<'c, 'a> Engine<'c, 'a> {
                     phase.optim,
                     steps_per_epoch,
                     at,
+                    &**world,
+                    ctx.interrupt.load(Ordering::SeqCst),
                 )?;
                 if let Some(e) = ema.as_mut() {
                     e.update(net)?;
                 }
-                images_done += batch.indices.len();
+                images_done += batch.indices.len() * ranks;
                 state.trained = Trained {
                     seconds: before.seconds + t_start.elapsed().as_secs_f64(),
                     images: before.images + images_done,
@@ -321,7 +389,7 @@ impl<'c, 'a> Engine<'c, 'a> {
                 state.sums.add(&stats.values);
                 let ips =
                     (counted_here * bs) as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
-                if optim.steps() % cfg.log_every == 0 {
+                if let Some(log) = log.as_mut().filter(|_| optim.steps() % cfg.log_every == 0) {
                     let mut rec = json!({"kind": "step", "phase": phase.name, "epoch": epoch,
                         "step": optim.steps(), "lr": stats.lr, "grad_norm": stats.grad_norm,
                         "images_per_s": ips});
@@ -331,14 +399,17 @@ impl<'c, 'a> Engine<'c, 'a> {
                     log.write(&rec)?;
                 }
                 bar.step(ips, &stats.values, stats.lr);
-                let interrupted = ctx.interrupt.load(Ordering::SeqCst);
+                // Every rank sees the same flag (it travelled with the gradients).
+                let interrupted = stats.interrupted;
                 // A periodic checkpoint inside the epoch; the epoch's last step is followed by the epoch-end one.
                 let periodic = cfg.checkpoint_every > 0
                     && optim.steps() % cfg.checkpoint_every == 0
                     && state.batch < batches.len();
                 if interrupted || periodic {
                     check_finite(net, phase.name, optim.steps(), epoch)?;
-                    state.save_last(&last, net, &optim, ema.as_ref(), cfg, phase.name)?;
+                    if root {
+                        state.save_last(&last, net, &optim, ema.as_ref(), cfg, phase.name)?;
+                    }
                     if interrupted {
                         bar.abandon();
                         return Err(Error::Interrupted { epoch, path: last });
@@ -348,8 +419,10 @@ impl<'c, 'a> Engine<'c, 'a> {
             bar.finish();
             check_finite(net, phase.name, optim.steps(), epoch)?;
             let train_seconds = epoch_start.elapsed().as_secs_f64();
-            let evaluate = cfg.eval.every > 0 && ((epoch + 1) % cfg.eval.every == 0)
-                || epoch + 1 == phase.optim.epochs;
+            // Rank 0 evaluates; the others wait for it at the next step's all-reduce.
+            let evaluate = root
+                && (cfg.eval.every > 0 && ((epoch + 1) % cfg.eval.every == 0)
+                    || epoch + 1 == phase.optim.epochs);
             // The network the phase keeps: the weight average when there is one.
             let kept = ema.as_ref().map_or(net, Ema::net);
             let figures = if evaluate {
@@ -369,7 +442,9 @@ impl<'c, 'a> Engine<'c, 'a> {
             for (k, v) in &figures {
                 rec[*k] = json!(v);
             }
-            log.write(&rec)?;
+            if let Some(log) = log.as_mut() {
+                log.write(&rec)?;
+            }
             let mut line = format!("{} epoch {}/{}:", phase.name, epoch + 1, phase.optim.epochs);
             for (n, m) in state.sums.means() {
                 line.push_str(&format!(" {n} {m:.4}"));
@@ -397,23 +472,27 @@ impl<'c, 'a> Engine<'c, 'a> {
                 Keep::Best => metric.filter(|&m| m > state.best),
                 Keep::Last => Some(metric.unwrap_or(f64::NAN)),
             };
-            if let Some(m) = keep {
+            if let Some(m) = keep.filter(|_| root) {
                 state.best = m;
                 state.save_model(&best_path, kept, optim.steps(), cfg, phase.name)?;
             }
-            state.save_last(&last, net, &optim, ema.as_ref(), cfg, phase.name)?;
-            if ctx.interrupt.load(Ordering::SeqCst) {
+            if root {
+                state.save_last(&last, net, &optim, ema.as_ref(), cfg, phase.name)?;
+            }
+            if interrupted_at_epoch_end(ctx)? {
                 return Err(Error::Interrupted {
                     epoch: epoch + 1,
                     path: last,
                 });
             }
         }
-        if !best_path.exists() {
+        // The others may read `best` next (a teacher's targets): wait until rank 0 wrote it.
+        if root && !best_path.exists() {
             // No epoch was evaluated (or none improved on −∞): keep the final network.
             let kept = ema.as_ref().map_or(net, Ema::net);
             state.save_model(&best_path, kept, optim.steps(), cfg, phase.name)?;
         }
+        world.barrier()?;
         // Over every run of the phase (a resumed phase counts its earlier runs too).
         let seconds = before.seconds + t_start.elapsed().as_secs_f64();
         Ok(PhaseOutcome {
