@@ -1,8 +1,9 @@
 //! Data parallelism over MPI (`--features mpi`): real `mpirun` jobs of the trainer binary and of
 //! this test binary, against single-process references.
 //!
-//! - The gathered NT-Xent at 2 and 3 ranks: its value and gradient are those of the
-//!   single-process NT-Xent of the concatenated batch.
+//! - The gathered NT-Xent and SupCon at 2 and 3 ranks: their values and gradients are those of
+//!   the single-process losses of the concatenated batch; a queue of negatives fed every rank's
+//!   embeddings holds what one process's queue holds.
 //! - Synchronised batch norm at 2 and 3 ranks: a convolution + batch-norm block's outputs,
 //!   gradients and running statistics are those of one process on the whole batch.
 //! - Two ranks with `--sync-bn` at a global batch of 16 (8 per rank) against one process at 16,
@@ -77,16 +78,18 @@ fn run_ranks(n: usize, name: &str) -> Result<()> {
 }
 
 #[test]
-fn gathered_nt_xent_equals_nt_xent_of_the_whole_batch_at_2_and_3_ranks() -> Result<()> {
+fn gathered_nt_xent_and_supcon_equal_the_losses_of_the_whole_batch_at_2_and_3_ranks() -> Result<()>
+{
     run_ranks(2, "rank_gathered_nt_xent")?;
     run_ranks(3, "rank_gathered_nt_xent")
 }
 
-/// One rank of the gathered NT-Xent check: every rank builds the same global batch, takes its
+/// One rank of the gathered-loss check: every rank builds the same global batch, takes its
 /// shard, and compares the gathered loss (mean over the ranks) and its gradient (this rank's rows,
-/// averaged as data-parallel training does) with `losses::nt_xent` on the whole batch.
+/// averaged as data-parallel training does) with `losses::nt_xent` and `losses::supcon` on the
+/// whole batch; and a queue of embeddings fed from every rank with one fed the whole batch.
 #[test]
-#[ignore = "runs as a rank of an mpirun job (see gathered_nt_xent_…)"]
+#[ignore = "runs as a rank of an mpirun job (see gathered_nt_xent_and_supcon_…)"]
 fn rank_gathered_nt_xent() -> Result<()> {
     let _launch = trainer::dist::init()?;
     let world = trainer::dist::world();
@@ -142,6 +145,58 @@ fn rank_gathered_nt_xent() -> Result<()> {
         diff <= 1e-5 * scale,
         "rank {r}/{w}: gradient differs by {diff} (scale {scale})"
     );
+
+    // SupCon: rank r holds rows r·m.. of the global features, labels known to every rank.
+    let m = 2 * n;
+    let feats = Tensor::cat(&[&za_all, &zb_all], 0)?;
+    let labels: Vec<u32> = (0..w * m).map(|i| (i % 3) as u32).collect();
+    let labels = Tensor::from_vec(labels, w * m, &dev)?;
+    let ref_f = Var::from_tensor(&feats)?;
+    let whole = losses::supcon(ref_f.as_tensor(), &labels, 0.5)?;
+    let ref_grad = whole
+        .backward()?
+        .get(ref_f.as_tensor())
+        .context("grad supcon")?
+        .narrow(0, r * m, m)?;
+    let x = Var::from_tensor(&feats.narrow(0, r * m, m)?)?;
+    let gathered = trainer::dist::all_gather(&world, x.as_tensor())?;
+    let loss = losses::supcon_shard(&gathered, &labels, w, r, 0.5)?;
+    let grad = (loss
+        .backward()?
+        .get(x.as_tensor())
+        .context("grad x")?
+        .clone()
+        / w as f64)?;
+    let mean = trainer::dist::reduce_values(&*world, &loss)?.to_scalar::<f32>()? / w as f32;
+    let expected = whole.to_scalar::<f32>()?;
+    ensure!(
+        (mean - expected).abs() <= 1e-5 * expected.abs(),
+        "rank {r}/{w}: gathered SupCon {mean}, whole batch {expected}"
+    );
+    let scale = ref_grad.abs()?.max_all()?.to_scalar::<f32>()?;
+    let diff = (grad - ref_grad)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    ensure!(
+        diff <= 1e-5 * scale,
+        "rank {r}/{w}: SupCon gradient differs by {diff} (scale {scale})"
+    );
+
+    // A queue of negatives (SEED, CRD) fed every rank's embeddings holds, on every rank, what
+    // one process's queue fed the whole batch holds.
+    let mut queue = losses::EmbeddingQueue::new(3 * m, d, DType::F32, &dev)?;
+    let mut reference = losses::EmbeddingQueue::new(3 * m, d, DType::F32, &dev)?;
+    for step in 0..2 {
+        let batch = (feats.clone() * (step + 1) as f64)?;
+        queue.push(&trainer::dist::gather_values(
+            &*world,
+            &batch.narrow(0, r * m, m)?,
+        )?)?;
+        reference.push(&batch)?;
+    }
+    let diff = (queue.embeddings()? - reference.embeddings()?)?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f32>()?;
+    ensure!(diff == 0.0, "rank {r}/{w}: the queue differs by {diff}");
     world.barrier()?;
     Ok(())
 }
