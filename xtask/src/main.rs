@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | `ci` | every check, cheapest first: fmt, clippy, docs, tests (with the `hub` and `mpi` features), a trainer smoke run |
 //! | `fmt` | formats the workspace |
-//! | `lint` | clippy on all targets with warnings denied |
+//! | `lint` | clippy on all targets with warnings denied (with the optional features, and the trainer without them) |
 //! | `doc` | API docs with broken intra-doc links (and every other rustdoc warning) denied |
 //! | `test` | the whole test suite, release profile |
 //! | `smoke` | a tiny trainer run on the bundled sample |
@@ -104,11 +104,23 @@ fn cargo(args: &[&str]) -> Result<()> {
 /// one build of the dependencies. `.ci/run` installs what they need (Open MPI, libclang).
 const FEATURES: [&str; 2] = ["--features", "trainer/hub,trainer/mpi"];
 
+/// Clippy with the optional features, then the trainer once more without them (the build a user
+/// gets by default; only the trainer crate is checked again).
 fn lint() -> Result<()> {
     let mut args = vec!["clippy", "--release", "--workspace", "--all-targets"];
     args.extend(FEATURES);
     args.extend(["--", "-D", "warnings"]);
-    cargo(&args)
+    cargo(&args)?;
+    cargo(&[
+        "clippy",
+        "--release",
+        "-p",
+        "trainer",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])
 }
 
 fn doc() -> Result<()> {

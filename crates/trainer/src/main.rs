@@ -71,7 +71,7 @@ fn main() {
     // Keep freed tensor memory for the next step instead of returning it to the kernel (glibc
     // only; a process-wide setting, hence here and not in a library).
     models::ops::retain_freed_memory();
-    // MPI (under mpirun) is set up first and finalised last, when `launch` is dropped.
+    // MPI (under mpirun) is set up first and finalised last, by `launch.finish()`.
     let result = trainer::dist::init()
         .map_err(anyhow::Error::from)
         .and_then(|launch| {
@@ -90,7 +90,7 @@ fn main() {
                     world.abort(exit_code(e));
                 }
             }
-            drop(launch);
+            launch.finish();
             r
         });
     if let Err(e) = result {

@@ -31,10 +31,10 @@ pub fn pct(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{:.2}%", 100.0 * v))
 }
 
-/// The summary table as Markdown.
-pub fn markdown_table(rows: &[Row]) -> String {
-    let mut s = String::from(
-        "| model | arch | params | classifier acc | kNN acc (k=200) | linear probe acc | train time | images/s |\n\
+/// The summary table as Markdown; `knn_k` is the neighbours of the kNN column.
+pub fn markdown_table(rows: &[Row], knn_k: usize) -> String {
+    let mut s = format!(
+        "| model | arch | params | classifier acc | kNN acc (k={knn_k}) | linear probe acc | train time | images/s |\n\
          | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for r in rows {

@@ -106,7 +106,7 @@ fn write_summary(
         "Data: `{}` ({} classes), image size {}, seed {}, device {}.\n\n",
         cfg.data.source, classes, cfg.data.image_size, cfg.seed, cfg.device
     ));
-    md.push_str(&markdown_table(&rows));
+    md.push_str(&markdown_table(&rows, cfg.eval.knn_k));
     md.push('\n');
     md.push_str(notes);
     md.push_str("\nTraining curves: `curves.svg`; every figure: `summary.json`, `*/metrics.jsonl`; configuration: `config.toml`.\n");

@@ -107,6 +107,12 @@ pub struct Launch {
     _universe: Option<::mpi::environment::Universe>,
 }
 
+impl Launch {
+    /// Shuts the launcher's runtime down (`MPI_Finalize` under MPI; nothing in one process).
+    /// No collective may follow.
+    pub fn finish(self) {}
+}
+
 /// The launcher this process was started by, read from its environment: the world size it
 /// announces (`OMPI_COMM_WORLD_SIZE` from Open MPI's `mpirun`, `PMI_SIZE` from MPICH's and
 /// Slurm's), if any.
