@@ -220,6 +220,17 @@ mod tests {
         Tensor::stack(&parts, 0)?.mean_all()?.to_dtype(z.dtype())
     }
 
+    /// `whole` and `mean` equal in value and in gradient with respect to `x`, to 1e-12 (f64).
+    fn assert_same(whole: &Tensor, mean: &Tensor, x: &Var, what: &str) -> Result<()> {
+        let (w, m) = (whole.to_scalar::<f64>()?, mean.to_scalar::<f64>()?);
+        assert!((w - m).abs() < 1e-12 * w.abs(), "{what}: {m} vs {w}");
+        let gw = whole.backward()?.get(x.as_tensor()).unwrap().clone();
+        let gm = mean.backward()?.get(x.as_tensor()).unwrap().clone();
+        let diff = (gw - gm)?.abs()?.max_all()?.to_scalar::<f64>()?;
+        assert!(diff < 1e-12, "{what}: gradient differs by {diff}");
+        Ok(())
+    }
+
     #[test]
     fn the_mean_of_the_shards_is_nt_xent_of_the_whole_batch_in_value_and_gradient() -> Result<()> {
         for shards in [1usize, 2, 3] {
@@ -227,15 +238,7 @@ mod tests {
             let (za, zb) = unshard(z.as_tensor(), shards)?;
             let whole = crate::nt_xent(&za, &zb, 0.5)?;
             let mean = shard_mean(&z, shards, |s| nt_xent_shard(z.as_tensor(), shards, s, 0.5))?;
-            let (w, m) = (whole.to_scalar::<f64>()?, mean.to_scalar::<f64>()?);
-            assert!(
-                (w - m).abs() < 1e-12 * w.abs(),
-                "{shards} shards: {m} vs {w}"
-            );
-            let gw = whole.backward()?.get(z.as_tensor()).unwrap().clone();
-            let gm = mean.backward()?.get(z.as_tensor()).unwrap().clone();
-            let diff = (gw - gm)?.abs()?.max_all()?.to_scalar::<f64>()?;
-            assert!(diff < 1e-12, "{shards} shards: gradient differs by {diff}");
+            assert_same(&whole, &mean, &z, &format!("{shards} shards"))?;
         }
         Ok(())
     }
@@ -250,12 +253,7 @@ mod tests {
         let mean = shard_mean(&f, shards, |s| {
             supcon_shard(f.as_tensor(), &labels, shards, s, 0.1)
         })?;
-        let (w, m) = (whole.to_scalar::<f64>()?, mean.to_scalar::<f64>()?);
-        assert!((w - m).abs() < 1e-12 * w.abs(), "{m} vs {w}");
-        let gw = whole.backward()?.get(f.as_tensor()).unwrap().clone();
-        let gm = mean.backward()?.get(f.as_tensor()).unwrap().clone();
-        let diff = (gw - gm)?.abs()?.max_all()?.to_scalar::<f64>()?;
-        assert!(diff < 1e-12, "gradient differs by {diff}");
+        assert_same(&whole, &mean, &f, "supcon")?;
         Ok(())
     }
 

@@ -370,19 +370,30 @@ fn shifted_sums<T: WithDType>(xs: &[T], shift: T) -> (f64, f64) {
     (a, b)
 }
 
+/// `(Σ(x − shift), Σ(x − shift)²)` over channel `ci` of `x` `(b, c, s)`.
+fn channel_sums<T: WithDType>(
+    x: &[T],
+    (b, c, s): (usize, usize, usize),
+    ci: usize,
+    shift: T,
+) -> (f64, f64) {
+    let (mut s1, mut s2) = (0f64, 0f64);
+    for bi in 0..b {
+        let o = (bi * c + ci) * s;
+        let (a, q) = shifted_sums(&x[o..o + s], shift);
+        s1 += a;
+        s2 += q;
+    }
+    (s1, s2)
+}
+
 fn batch_stats<T: WithDType>(x: &[T], (b, c, s): (usize, usize, usize), eps: f64) -> Stats {
     let m = (b * s) as f64;
     let ms: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ci| {
             let shift = x[ci * s];
-            let (mut s1, mut s2) = (0f64, 0f64);
-            for bi in 0..b {
-                let o = (bi * c + ci) * s;
-                let (a, q) = shifted_sums(&x[o..o + s], shift);
-                s1 += a;
-                s2 += q;
-            }
+            let (s1, s2) = channel_sums(x, (b, c, s), ci, shift);
             let mean_d = s1 / m;
             (shift.to_f64() + mean_d, (s2 / m - mean_d * mean_d).max(0.0))
         })
@@ -408,11 +419,7 @@ fn synced_batch_stats<T: WithDType>(
     let zero = T::from_f64(0.0);
     let mut sums: Vec<f64> = (0..c)
         .into_par_iter()
-        .map(|ci| {
-            (0..b)
-                .map(|bi| shifted_sums(&x[(bi * c + ci) * s..(bi * c + ci + 1) * s], zero).0)
-                .sum()
-        })
+        .map(|ci| channel_sums(x, (b, c, s), ci, zero).0)
         .collect();
     sums.push((b * s) as f64);
     sync.all_reduce(&mut sums)?;
@@ -424,14 +431,7 @@ fn synced_batch_stats<T: WithDType>(
     let mut centred: Vec<f64> = (0..c)
         .into_par_iter()
         .flat_map_iter(|ci| {
-            let shift = T::from_f64(mean[ci]);
-            let (mut s1, mut s2) = (0f64, 0f64);
-            for bi in 0..b {
-                let o = (bi * c + ci) * s;
-                let (a, q) = shifted_sums(&x[o..o + s], shift);
-                s1 += a;
-                s2 += q;
-            }
+            let (s1, s2) = channel_sums(x, (b, c, s), ci, T::from_f64(mean[ci]));
             [s1, s2]
         })
         .collect();
