@@ -3,7 +3,7 @@
 //!
 //! - The gathered NT-Xent and SupCon at 2 and 3 ranks: their values and gradients are those of
 //!   the single-process losses of the concatenated batch; a queue of negatives fed every rank's
-//!   embeddings holds what one process's queue holds.
+//!   embeddings holds what one process's queue holds; a broadcast from the last rank.
 //! - Synchronised batch norm at 2 and 3 ranks: a convolution + batch-norm block's outputs,
 //!   gradients and running statistics are those of one process on the whole batch.
 //! - Two ranks with `--sync-bn` at a global batch of 16 (8 per rank) against one process at 16,
@@ -197,6 +197,21 @@ fn rank_gathered_nt_xent() -> Result<()> {
         .max_all()?
         .to_scalar::<f32>()?;
     ensure!(diff == 0.0, "rank {r}/{w}: the queue differs by {diff}");
+
+    // Broadcast from the last rank; a root outside the job is an error, not a hang.
+    let mut xs = [r as f32, 1.5 * r as f32];
+    world.broadcast_f32(&mut xs, w - 1)?;
+    let mut ys = [r as f64; 3];
+    world.broadcast_f64(&mut ys, w - 1)?;
+    let last = (w - 1) as f32;
+    ensure!(
+        xs == [last, 1.5 * last] && ys == [f64::from(last); 3],
+        "rank {r}/{w}: broadcast gave {xs:?} {ys:?}"
+    );
+    ensure!(
+        world.broadcast_f32(&mut xs, w).is_err(),
+        "root {w} accepted"
+    );
     world.barrier()?;
     Ok(())
 }

@@ -47,6 +47,10 @@ pub trait Collective: Send + Sync {
     fn all_gather_f32(&self, xs: &[f32]) -> Result<Vec<f32>>;
     /// Every rank's `xs`, concatenated in rank order.
     fn all_gather_f64(&self, xs: &[f64]) -> Result<Vec<f64>>;
+    /// Rank `root`'s `xs` into every rank's `xs` (the same length on every rank).
+    fn broadcast_f32(&self, xs: &mut [f32], root: usize) -> Result<()>;
+    /// Rank `root`'s `xs` into every rank's `xs`.
+    fn broadcast_f64(&self, xs: &mut [f64], root: usize) -> Result<()>;
     /// Waits for every rank.
     fn barrier(&self) -> Result<()>;
     /// Stops every rank of the job (after this rank reported an error), exiting with `code`.
@@ -82,12 +86,28 @@ impl Collective for Single {
     fn all_gather_f64(&self, xs: &[f64]) -> Result<Vec<f64>> {
         Ok(xs.to_vec())
     }
+    fn broadcast_f32(&self, _: &mut [f32], root: usize) -> Result<()> {
+        check_root(root, 1)
+    }
+    fn broadcast_f64(&self, _: &mut [f64], root: usize) -> Result<()> {
+        check_root(root, 1)
+    }
     fn barrier(&self) -> Result<()> {
         Ok(())
     }
     fn abort(&self, code: i32) -> ! {
         std::process::exit(code)
     }
+}
+
+/// An error unless `root` is a rank of a world of `size`.
+pub(crate) fn check_root(root: usize, size: usize) -> Result<()> {
+    if root >= size {
+        return Err(Error::Config(format!(
+            "broadcast from rank {root}: the job has ranks 0..{size}"
+        )));
+    }
+    Ok(())
 }
 
 /// The job's collective, shared.

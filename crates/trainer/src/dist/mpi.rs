@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
-use mpi::traits::{Communicator, CommunicatorCollectives};
+use mpi::traits::{Communicator, CommunicatorCollectives, Root};
 use mpi::Threading;
 
 use super::Collective;
@@ -142,6 +142,22 @@ impl Collective for Mpi {
         let mut out = vec![0f64; xs.len() * self.size];
         self.call("all-gather", |c| c.all_gather_into(xs, &mut out[..]));
         Ok(out)
+    }
+
+    fn broadcast_f32(&self, xs: &mut [f32], root: usize) -> Result<()> {
+        super::check_root(root, self.size)?;
+        self.call("broadcast", |c| {
+            c.process_at_rank(root as i32).broadcast_into(xs)
+        });
+        Ok(())
+    }
+
+    fn broadcast_f64(&self, xs: &mut [f64], root: usize) -> Result<()> {
+        super::check_root(root, self.size)?;
+        self.call("broadcast", |c| {
+            c.process_at_rank(root as i32).broadcast_into(xs)
+        });
+        Ok(())
     }
 
     fn barrier(&self) -> Result<()> {
