@@ -98,7 +98,7 @@ def test_accuracy(model, x, y):
     correct = 0
     for i in range(0, len(x), 500):
         xb = normalise(x[i : i + 500])
-        logits = (model(xb) + model(xb.flip(-1))) / 2
+        logits = (model(xb)[1] + model(xb.flip(-1))[1]) / 2
         correct += (logits.argmax(1) == y[i : i + 500]).sum().item()
     return correct / len(x)
 
@@ -144,7 +144,8 @@ def main():
             lr = learning_rate(step, steps_per_epoch)
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss = F.cross_entropy(model(xb), y_train[idx], label_smoothing=0.1)
+            # The network returns (pooled features, logits).
+            loss = F.cross_entropy(model(xb)[1], y_train[idx], label_smoothing=0.1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
