@@ -695,16 +695,20 @@ impl BnOp {
                 (s1, s2)
             })
             .collect();
-        // γ and β: this process's sums. The input: those of every process (synchronised).
-        let local = sums.clone();
-        let (sums, m) = match (&self.sync, self.batch_stats) {
+        // γ and β: this process's sums (`local`). The input: those of every process when
+        // synchronised (`sums`), else the same local ones.
+        let local = sums;
+        let synced = match (&self.sync, self.batch_stats) {
             (Some(sync), true) => {
-                let mut flat: Vec<f64> = sums.iter().flat_map(|&(a, q)| [a, q]).collect();
+                let mut flat: Vec<f64> = local.iter().flat_map(|&(a, q)| [a, q]).collect();
                 sync.all_reduce(&mut flat)?;
-                let global: Vec<(f64, f64)> = flat.chunks(2).map(|p| (p[0], p[1])).collect();
-                (global, st.count)
+                Some(flat.chunks(2).map(|p| (p[0], p[1])).collect::<Vec<_>>())
             }
-            _ => (sums, (b * s) as f64),
+            _ => None,
+        };
+        let (sums, m) = match &synced {
+            Some(global) => (global, st.count),
+            None => (&local, (b * s) as f64),
         };
         let dgb = need.1.then(|| {
             let mut g = vec![zero; 2 * c];

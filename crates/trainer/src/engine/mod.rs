@@ -486,12 +486,12 @@ impl<'c, 'a> Engine<'c, 'a> {
                 });
             }
         }
-        // The others may read `best` next (a teacher's targets): wait until rank 0 wrote it.
         if root && !best_path.exists() {
             // No epoch was evaluated (or none improved on −∞): keep the final network.
             let kept = ema.as_ref().map_or(net, Ema::net);
             state.save_model(&best_path, kept, optim.steps(), cfg, phase.name)?;
         }
+        // The others may read `best` next (a teacher's targets): wait until rank 0 wrote it.
         world.barrier()?;
         // Over every run of the phase (a resumed phase counts its earlier runs too).
         let seconds = before.seconds + t_start.elapsed().as_secs_f64();
