@@ -12,8 +12,9 @@
 //! | `eval` | run options, `[data]`, `[eval]`, `--checkpoint`, `--arch`, `--json`, `--no-linear` |
 //! | `bench-infer` | run options, `[data]`, `[eval]`, `--run`, `--checkpoint`, `--arch`, `--samples`, `--json` |
 //! | `export` | its own ([`ExportArgs`]): no configuration |
+//! | `device-check` | its own ([`DeviceCheckArgs`]): no configuration |
 //!
-//! All but `export` take `--config FILE.toml` (every key; the command line overrides it) and `--resume`. The
+//! All but `export` and `device-check` take `--config FILE.toml` (every key; the command line overrides it) and `--resume`. The
 //! command line *overlays* the configuration: a flag sets its key only when it is given
 //! ([`clap::FromArgMatches::update_from_arg_matches`]).
 
@@ -54,6 +55,30 @@ pub enum Command {
     Export(ExportArgs),
     /// Inference speed, sizes and accuracy of a teacher and its students: the compression report.
     BenchInfer(Options<BenchInferLayout>),
+    /// Every numeric path (losses, ResNets, optimizers, a short distillation) on a device against
+    /// the CPU, as a JSON report; exits with 1 when a comparison fails.
+    DeviceCheck(DeviceCheckArgs),
+}
+
+/// `trainer device-check`'s options.
+#[derive(Args, Debug, Clone)]
+pub struct DeviceCheckArgs {
+    /// The device under test: `cpu` (the CPU against itself: every difference must be zero),
+    /// `cuda`, `cuda:N` or `metal`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// The data of the short distillation (10 classes; `sample`: the bundled sample).
+    #[arg(long, default_value = "sample")]
+    pub data: String,
+    /// The folder for the report (`report.json`) and the distillation runs.
+    #[arg(long, default_value = "runs/device-check")]
+    pub out: PathBuf,
+    /// Steps of the short distillation.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// CPU threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 /// The options of every command besides the configuration's.

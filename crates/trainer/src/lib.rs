@@ -14,6 +14,7 @@ pub mod compression;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod device_check;
 pub mod dist;
 pub mod engine;
 pub mod error;

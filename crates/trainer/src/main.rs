@@ -1,4 +1,4 @@
-//! The `trainer` binary: `trainer [run|teacher|distill|eval|smoke|export|bench-infer] [OPTIONS]`; see `trainer --help`.
+//! The `trainer` binary: `trainer [run|teacher|distill|eval|smoke|export|bench-infer|device-check] [OPTIONS]`; see `trainer --help`.
 //! The command line is [`trainer::cli`], derived from the configuration types.
 
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use trainer::cli::{BenchInferArgs, Cli, Command, EvalArgs};
+use trainer::cli::{BenchInferArgs, Cli, Command, DeviceCheckArgs, EvalArgs};
 use trainer::Config;
 
 /// The smoke run: every phase, tiny, on a slice of the bundled sample.
@@ -127,6 +127,50 @@ fn say(text: &str) {
     }
 }
 
+/// `trainer device-check`: the report to `OUT/report.json`, a table to stdout, exit 1 on a failure.
+fn device_check(a: DeviceCheckArgs) -> Result<()> {
+    let cfg = Config {
+        threads: a.threads,
+        device: a.device.clone(),
+        ..Config::default()
+    };
+    ready(cfg)?;
+    let opts = trainer::device_check::CheckOptions {
+        device: a.device,
+        data: a.data,
+        work: a.out.clone(),
+        train_steps: a.steps,
+        ..Default::default()
+    };
+    let r = trainer::device_check::run_check(&opts)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let path = a.out.join("report.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&r)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "| check | max abs | max rel | tolerance | pass |\n| --- | ---: | ---: | ---: | --- |"
+    );
+    for c in &r.comparisons {
+        println!(
+            "| {} | {:.3e} | {:.3e} | {:.0e} | {} |",
+            c.name,
+            c.max_abs,
+            c.max_rel,
+            c.tolerance,
+            if c.pass { "yes" } else { "**no**" }
+        );
+    }
+    println!("report: {}", path.display());
+    if !r.pass {
+        anyhow::bail!(
+            "{}: some comparisons failed (see {})",
+            r.device,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
     let interrupt = Arc::new(AtomicBool::new(false));
@@ -198,6 +242,7 @@ fn real_main() -> Result<()> {
             let e = trainer::export::export_checkpoint(&a.into())?;
             println!("{}", serde_json::to_string_pretty(&e)?);
         }
+        Command::DeviceCheck(a) => device_check(a)?,
         Command::BenchInfer(o) => {
             let a: BenchInferArgs = o.args()?;
             let cfg = ready(o.config()?)?;

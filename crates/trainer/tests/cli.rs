@@ -585,8 +585,8 @@ fn resolve(args: &[String]) -> Option<trainer::Config> {
         trainer::cli::Command::Distill(o) => o.config().ok()?,
         trainer::cli::Command::Eval(o) => o.config().ok()?,
         trainer::cli::Command::BenchInfer(o) => o.config().ok()?,
-        // `export` takes no configuration.
-        trainer::cli::Command::Export(_) => return None,
+        // `export` and `device-check` take no configuration.
+        trainer::cli::Command::Export(_) | trainer::cli::Command::DeviceCheck(_) => return None,
     })
 }
 
@@ -616,8 +616,9 @@ fn every_config_key_is_settable_from_the_command_line() -> Result<()> {
     let root = trainer::cli::Cli::command();
     for sub in root.get_subcommands() {
         let name = sub.get_name();
-        if name == "export" {
-            // No configuration: its options are its own (tests/export_cli.rs).
+        if name == "export" || name == "device-check" {
+            // No configuration: their options are their own (tests/export_cli.rs,
+            // tests/device_check.rs).
             continue;
         }
         // `eval` needs its checkpoint.

@@ -193,6 +193,53 @@ fn tiny_study_writes_every_figure() -> Result<()> {
         std::fs::read_to_string(results.join("cifar10_cpu_study.md"))?,
         md
     );
+
+    // `teacher_checkpoint`: a study that distils from a trained teacher instead of training one.
+    // Given this study's teacher, it trains none, finds the architecture in the file, and (same
+    // weights, same transfer and test images) gets the same teacher figures and KD-only student.
+    let teacher = std::fs::read_dir(dir.join("runs"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("teacher_"))
+        })
+        .expect("the teacher's folder")
+        .join("best.safetensors");
+    let from_checkpoint = TINY
+        .replace(
+            "teacher_train_per_class = 6",
+            &format!("teacher_checkpoint = {:?}", teacher.display().to_string()),
+        )
+        .replace(
+            "arch = \"resnet8\"\n\n[trainer.teacher.optim]",
+            "arch = \"resnet20\"\n\n[trainer.teacher.optim]",
+        );
+    let out = study(dir, &from_checkpoint, &["--methods", "alpha_1"])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let k: Value = serde_json::from_str(&std::fs::read_to_string(
+        results.join("cifar10_cpu_study.json"),
+    )?)?;
+    assert_eq!(k["teacher"]["arch"], "resnet8");
+    assert_eq!(k["teacher"]["eval"], j["teacher"]["eval"]);
+    let kd = |v: &Value| {
+        v["students"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["key"] == "alpha_1").cloned())
+            .expect("the KD-only student")
+    };
+    assert_eq!(kd(&k)["eval"], kd(&j)["eval"]);
+    let teachers = std::fs::read_dir(dir.join("runs"))?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("teacher_"))
+        .count();
+    assert_eq!(
+        teachers, 2,
+        "one trained teacher and one checkpoint's folder"
+    );
+    let md = std::fs::read_to_string(results.join("cifar10_cpu_study.md"))?;
+    assert!(md.contains("from the checkpoint"), "{md}");
     Ok(())
 }
 
@@ -207,6 +254,15 @@ fn bad_study_configurations_are_refused() -> Result<()> {
     assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("teacher_train_per_class (2)"), "{e}");
+    // A trained teacher and the images to train one contradict each other.
+    let both = TINY.replace(
+        "teacher_train_per_class = 6",
+        "teacher_train_per_class = 6\nteacher_checkpoint = \"bundled\"",
+    );
+    let out = study(dir, &both, &[])?;
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("keep one of the two"), "{e}");
 
     let unknown = TINY.replace("seeds = [0]", "seeds = [0]\nsedes = [1]");
     let out = study(dir, &unknown, &[])?;

@@ -108,9 +108,9 @@ fn main() -> Result<()> {
     if let Some(seeds) = &cli.seeds {
         config.seeds = seeds.clone();
     }
-    if config.seeds.is_empty() {
-        bail!("{}: seeds must not be empty", config_path.display());
-    }
+    config
+        .validate()
+        .with_context(|| format!("{}", config_path.display()))?;
     let runs = cli.runs.clone().unwrap_or_else(|| {
         if cli.quick {
             PathBuf::from("target/study/quick")
@@ -127,14 +127,6 @@ fn main() -> Result<()> {
     });
     if cli.report_only {
         return report_only(&results, &cli.merge);
-    }
-    let student_per_class = config.trainer.data.train_per_class;
-    let teacher_per_class = config.teacher_train_per_class.unwrap_or(student_per_class);
-    if student_per_class > 0 && (teacher_per_class == 0 || teacher_per_class < student_per_class) {
-        bail!(
-            "teacher_train_per_class ({teacher_per_class}) must be at least trainer.data.train_per_class \
-             ({student_per_class}): the transfer set is a part of the teacher's training set"
-        );
     }
     // The students to train (checked before the teacher's hour, not after it).
     let mut methods = config.methods();

@@ -51,6 +51,12 @@ pub struct StudyConfig {
     /// set). Default: the students' number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher_train_per_class: Option<usize>,
+    /// A trained teacher to distil from instead of training one: a checkpoint file, or
+    /// `"bundled"` (the project's CIFAR-10 teacher, `data/teachers/cifar10`). Its architecture and
+    /// classes come from the file (`trainer.teacher` is then unused), its epoch curve from the
+    /// `metrics.jsonl` beside it, if there is one. Excludes `teacher_train_per_class`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_checkpoint: Option<PathBuf>,
     /// Trainer options: data subset, teacher, student, eval.
     pub trainer: Config,
 }
@@ -60,6 +66,35 @@ impl StudyConfig {
     pub fn from_toml_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Io(path.to_path_buf(), e))?;
         toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Refuses contradictory settings, naming them.
+    pub fn validate(&self) -> Result<()> {
+        if self.seeds.is_empty() {
+            return Err(Error::Config("seeds must not be empty".into()));
+        }
+        let student_per_class = self.trainer.data.train_per_class;
+        if let Some(ckpt) = &self.teacher_checkpoint {
+            if let Some(n) = self.teacher_train_per_class {
+                return Err(Error::Config(format!(
+                    "teacher_train_per_class ({n}) sets the images of a teacher the study trains, \
+                     but teacher_checkpoint ({}) names a trained one: keep one of the two",
+                    ckpt.display()
+                )));
+            }
+            return Ok(());
+        }
+        let teacher_per_class = self.teacher_train_per_class.unwrap_or(student_per_class);
+        if student_per_class > 0
+            && (teacher_per_class == 0 || teacher_per_class < student_per_class)
+        {
+            return Err(Error::Config(format!(
+                "teacher_train_per_class ({teacher_per_class}) must be at least \
+                 trainer.data.train_per_class ({student_per_class}): the transfer set is a part of \
+                 the teacher's training set"
+            )));
+        }
+        Ok(())
     }
 
     /// Every student method of the study, in report order.
@@ -379,11 +414,16 @@ fn teacher_identity(cfg: &Config) -> Result<String> {
 /// A short, stable tag of an identity (FNV-1a), so that phases of different configurations never
 /// share a folder and the same one is found again.
 fn tag(identity: &str) -> String {
+    fnv(identity.as_bytes())[..8].to_string()
+}
+
+/// The FNV-1a hash of `bytes`, 16 hex digits.
+fn fnv(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in identity.bytes() {
+    for &b in bytes {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{:08x}", h >> 32)
+    format!("{h:016x}")
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -427,26 +467,62 @@ pub fn run(plan: &StudyPlan, interrupt: &AtomicBool, obs: &dyn Observer) -> Resu
         split.train.num_classes()
     ));
 
-    // 1. The teacher.
+    // 1. The teacher: trained here (through the engine, resumed), or a trained checkpoint.
     let t0 = Instant::now();
-    let teacher_cfg = teacher_identity(&load_cfg)?;
-    let teacher_dir = plan.runs.join(format!("teacher_{}", tag(&teacher_cfg)));
-    load_cfg.out = teacher_dir.clone();
+    let (teacher_cfg, best, teacher_dir, teacher_ref) = match &study.teacher_checkpoint {
+        Some(named) => {
+            let file = crate::checkpoint::resolve(named);
+            let bytes = std::fs::read(&file).map_err(|e| Error::Io(file.clone(), e))?;
+            // The name and the content: a retrained bundle is another teacher.
+            let identity = format!(
+                "teacher_checkpoint = {:?}\ncontent = \"{}\"\n",
+                named.display().to_string(),
+                fnv(&bytes)
+            );
+            let dir = plan
+                .runs
+                .join(format!("teacher_checkpoint_{}", tag(&identity)));
+            // A checkpoint names its own architecture: the students' configurations and the
+            // report say it.
+            let ckpt = crate::checkpoint::Checkpoint::load(&file, &candle_core::Device::Cpu)?;
+            cfg.teacher.arch = ckpt
+                .metadata
+                .get(crate::checkpoint::meta::ARCH)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::Checkpoint(format!(
+                        "{}: the file does not say its architecture",
+                        file.display()
+                    ))
+                })?;
+            std::fs::create_dir_all(&dir).map_err(|e| Error::Io(dir.clone(), e))?;
+            obs.say(&format!("teacher: the checkpoint {}", named.display()));
+            (identity, file, dir, named.clone())
+        }
+        None => {
+            let identity = teacher_identity(&load_cfg)?;
+            let dir = plan.runs.join(format!("teacher_{}", tag(&identity)));
+            let best = dir.join("best.safetensors");
+            load_cfg.out = dir.clone();
+            if reusable::<TeacherResult>(&dir.join("teacher.json"), &identity, |r| &r.config)?
+                .is_none()
+            {
+                obs.say(&format!(
+                    "teacher: {} {:?}, {} epochs ...",
+                    cfg.teacher.arch, cfg.teacher.method, cfg.teacher.optim.epochs
+                ));
+                run::prepare_out(&load_cfg)?;
+                let teacher_ctx = Ctx::new(&load_cfg, &teacher_split, interrupt)?;
+                phases::train_teacher(&teacher_ctx, &dir, true)?;
+            } else {
+                obs.say(&format!("teacher: reusing {}", best.display()));
+            }
+            (identity, best.clone(), dir, best)
+        }
+    };
     let teacher_json = teacher_dir.join("teacher.json");
     let previous = reusable::<TeacherResult>(&teacher_json, &teacher_cfg, |r| &r.config)?;
-    let teacher_ctx = Ctx::new(&load_cfg, &teacher_split, interrupt)?;
     let ctx = Ctx::new(&cfg, &split, interrupt)?;
-    let best = teacher_dir.join("best.safetensors");
-    if previous.is_none() {
-        obs.say(&format!(
-            "teacher: {} {:?}, {} epochs ...",
-            cfg.teacher.arch, cfg.teacher.method, cfg.teacher.optim.epochs
-        ));
-        run::prepare_out(&load_cfg)?;
-        phases::train_teacher(&teacher_ctx, &teacher_dir, true)?;
-    } else {
-        obs.say(&format!("teacher: reusing {}", best.display()));
-    }
     let (teacher, _) = Net::from_checkpoint(
         &best,
         Some(&cfg.teacher.arch),
@@ -468,9 +544,14 @@ pub fn run(plan: &StudyPlan, interrupt: &AtomicBool, obs: &dyn Observer) -> Resu
         (split.train.len(), tr.classes),
         &ctx.device,
     )?;
-    let mut epochs = epoch_records(&teacher_dir)?;
-    if let (Some(last), Some(acc)) = (epochs.last_mut(), teacher_eval.classifier_accuracy) {
-        last["test_accuracy"] = serde_json::json!(acc);
+    let mut epochs = match study.teacher_checkpoint {
+        Some(_) => best.parent().map_or(Ok(vec![]), epoch_records)?,
+        None => epoch_records(&teacher_dir)?,
+    };
+    if study.teacher_checkpoint.is_none() {
+        if let (Some(last), Some(acc)) = (epochs.last_mut(), teacher_eval.classifier_accuracy) {
+            last["test_accuracy"] = serde_json::json!(acc);
+        }
     }
     let elapsed_before = previous
         .as_ref()
@@ -515,11 +596,12 @@ pub fn run(plan: &StudyPlan, interrupt: &AtomicBool, obs: &dyn Observer) -> Resu
     let session = Instant::now();
     for &seed in &study.seeds {
         for &m in &plan.methods {
-            let toml = student_identity(&m.student_config(&cfg, seed, &best, Path::new("")))?;
+            let toml =
+                student_identity(&m.student_config(&cfg, seed, &teacher_ref, Path::new("")))?;
             let dir = plan
                 .runs
                 .join(format!("student_{}_seed{seed}_{}", m.key(), tag(&toml)));
-            let scfg = m.student_config(&cfg, seed, &best, &dir);
+            let scfg = m.student_config(&cfg, seed, &teacher_ref, &dir);
             let result_path = dir.join("result.json");
             let r = match reusable::<StudentResult>(&result_path, &toml, |r| &r.config)? {
                 Some(r) => {

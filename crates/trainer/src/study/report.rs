@@ -79,32 +79,10 @@ pub fn write(results: &Path, r: &StudyResults) -> Result<()> {
     crate::checkpoint::write_atomic(&results.join("cifar10_cpu_study.json"), json.as_bytes())?;
     let md = format!(
         "{}\n{table}\n{}\n{}\n{}",
-        HEAD.replace("{TRAIN}", &(cfg.data.train_per_class.to_string()))
-            .replace("{T_IMAGES}", &r.teacher_train_images.to_string())
-            .replace("{WAYS}", &methods.len().to_string())
-            .replace("{S_IMAGES}", &r.train_images.to_string())
-            .replace("{TEST}", &(cfg.data.test_per_class.to_string()))
-            .replace("{T_EPOCHS}", &cfg.teacher.optim.epochs.to_string())
-            .replace("{S_EPOCHS}", &cfg.student.optim.epochs.to_string())
-            .replace("{S_ARCH}", &cfg.student.arch)
-            .replace("{T_ARCH}", &cfg.teacher.arch)
-            .replace(
-                "{SEEDS}",
-                &format!(
-                    "{:?} ({} of {} runs done)",
-                    r.config.seeds,
-                    r.students.len(),
-                    r.config.seeds.len() * methods.len()
-                ),
-            )
-            .replace("{WALL}", &format!("{:.1}", r.wall_seconds / 60.0))
-            .replace(
-                "{TRAIN_ACC}",
-                &format!("{:.2}", 100.0 * r.teacher.train_accuracy)
-            ),
+        head(r, methods.len()),
         gains(r, &methods),
         findings(t, r),
-        TAIL
+        TAIL.replace("{TEACHER_BULLET}", teacher_bullet(r))
     );
     crate::checkpoint::write_atomic(&results.join("cifar10_cpu_study.md"), md.as_bytes())?;
     Ok(())
@@ -279,16 +257,73 @@ fn findings(t: &EvalReport, r: &StudyResults) -> String {
     out
 }
 
-/// The report's opening (placeholders in braces are filled in).
-const HEAD: &str = "# CIFAR-10 distillation study on a 2-core CPU
+/// The report's opening: what was trained on what, the seeds, the wall time.
+fn head(r: &StudyResults, ways: usize) -> String {
+    let cfg = &r.config.trainer;
+    let teacher = match &r.config.teacher_checkpoint {
+        Some(named) => format!(
+            "Teacher {} from the checkpoint `{}`, trained apart from the study ({} epochs recorded \
+             beside it, {:.0} s of training), not trained here.",
+            cfg.teacher.arch,
+            named.display(),
+            r.teacher.epochs.len(),
+            r.teacher.train_seconds
+        ),
+        None => format!(
+            "Teacher {} (CIFAR stem), supervised, {} epoch(s) on {} training images (the first of \
+             each class).",
+            cfg.teacher.arch, cfg.teacher.optim.epochs, r.teacher_train_images
+        ),
+    };
+    let transfer = if cfg.data.train_per_class > 0 {
+        format!(
+            "the first {} training images per class ({} images)",
+            cfg.data.train_per_class, r.train_images
+        )
+    } else {
+        format!("all {} training images", r.train_images)
+    };
+    let test = if cfg.data.test_per_class > 0 {
+        format!(
+            "the first {} test images of each class",
+            cfg.data.test_per_class
+        )
+    } else {
+        format!("all {} test images", r.test_images)
+    };
+    format!(
+        "# CIFAR-10 distillation study on a 2-core CPU\n\n{teacher} Student {}, {} epochs on the \
+         transfer set, {transfer}, trained {ways} ways with the same epochs, views, initialisation \
+         and batch order per seed. Every model is evaluated on {test}; the kNN bank and the linear \
+         probe's training set are the transfer set, for the teacher too. Seeds: {:?} ({} of {} runs \
+         done). Wall time: {:.1} min. Teacher accuracy on the transfer set: {:.2}%.\n",
+        cfg.student.arch,
+        cfg.student.optim.epochs,
+        r.config.seeds,
+        r.students.len(),
+        r.config.seeds.len() * ways,
+        r.wall_seconds / 60.0,
+        100.0 * r.teacher.train_accuracy
+    )
+}
 
-Teacher {T_ARCH} (CIFAR stem), supervised, {T_EPOCHS} epoch(s) on {T_IMAGES} training images (the first of
-each class). Student {S_ARCH}, {S_EPOCHS} epochs on the transfer set, the first {TRAIN} of those images per
-class ({S_IMAGES} images), trained {WAYS} ways with the same epochs, views, initialisation and batch order
-per seed. Every model is evaluated on the first {TEST} test images of each class; the kNN bank and the
-linear probe's training set are the transfer set, for the teacher too. Seeds: {SEEDS}. Wall time: {WALL}
-min. Teacher accuracy on the transfer set: {TRAIN_ACC}%.
-";
+/// The report's bullet on where the teacher comes from.
+fn teacher_bullet(r: &StudyResults) -> &'static str {
+    if r.config.teacher_checkpoint.is_some() {
+        "- **The teacher is trained once, apart from the study** (`cargo xtask teacher`, the recipe in
+  `configs/cifar10_teacher.toml`), on all 50,000 training images; the students distil on the transfer
+  set above (RepDistiller's setting when it is all 50,000: teacher and students on the same images).
+"
+    } else {
+        "- **The teacher knows more than the student because it has seen more labelled images**, not because it
+  trained longer: a ResNet-18 learns far more per image than a resnet8 but costs ~25× more per view
+  trained on a CPU (about 22 against 540 views/s on the 2-core machine), so an hour cannot train it past its student on the same few thousand images. The students
+  then distil on a transfer set that is a part of the teacher's training data (the usual setting of
+  compressing a model trained on a large labelled set; RepDistiller instead trains both on the same
+  50,000 images for 240 epochs).
+"
+    }
+}
 
 /// The report's closing section: how the study is run (no figures: those are above and in the JSON).
 const TAIL: &str = r#"## How the study is run
@@ -298,25 +333,20 @@ const TAIL: &str = r#"## How the study is run
   α = 0 is SimCLR alone, α = 1 is KD alone. Student: backbone, 10-class head, and a projection MLP for
   the NT-Xent term; SGD with momentum 0.9, weight decay 5e-4 (not on batch-norm parameters or
   biases), warm-up then cosine (the trainer's optimizer and schedule).
-- **The teacher knows more than the student because it has seen more labelled images**, not because it
-  trained longer: a ResNet-18 learns far more per image than a resnet8 but costs ~25× more per view
-  trained on a CPU (about 22 against 540 views/s on the 2-core machine), so an hour cannot train it past its student on the same few thousand images. The students
-  then distil on a transfer set that is a part of the teacher's training data (the usual setting of
-  compressing a model trained on a large labelled set; RepDistiller instead trains both on the same
-  50,000 images for 240 epochs).
-- **Teacher targets are computed once, on the un-augmented image.** `trainer distill` runs the teacher
-  on both views at every step; with ResNet-18 at ~90 images/s forward that alone would take the hour
-  for one student. The study distils from the teacher's logits on the clean image instead (Beyer et al.
-  2022 call this a "fixed teacher"; consistent, per-view targets are better), the same loss otherwise.
+{TEACHER_BULLET}- **Teacher targets are computed once, on the un-augmented image.** `trainer distill` runs the teacher
+  on both views at every step, which on a CPU costs more than the student's own step (a ResNet-18
+  forward runs at ~90 images/s on the 2-core machine). The study distils from the teacher's logits
+  on the clean image instead (Beyer et al. 2022 call this a "fixed teacher"; consistent, per-view targets are better), the same loss otherwise.
 - **Evaluation.** Classifier: the trained head (not for SimCLR only). kNN: weighted, k = 200, T = 0.1,
   on the backbone's pooled features. Linear probe: a linear classifier trained on frozen features.
 
 **Beside the published numbers.** lightly's SimCLR ResNet-18 reaches 84.7% kNN accuracy on CIFAR-10
 after 200 epochs of all 50,000 images at batch 512 on a GPU; RepDistiller's KD adds 0.8–1.6 points on
 CIFAR-100 after 240 epochs, with teachers at 72–79% that beat their students by 3–8 points. The
-students here are resnet8s (78 k parameters, ~1/140 of ResNet-18) that see a few tens of thousands of
-images, so their absolute accuracies say that the pipeline learns, nothing about its ceiling; what the
-study can show is the ordering of the methods. `configs/cifar10_gpu_reproduce.toml` (all 50,000 images,
+students here are resnet8s (78 k parameters, ~1/140 of ResNet-18) that see tens of thousands of
+images for a few epochs, so their absolute accuracies say what a CPU-hour budget buys, nothing about
+the method's ceiling; what the study can show is the ordering of the methods.
+`configs/cifar10_gpu_reproduce.toml` (all 50,000 images,
 ResNet-18 teacher on RepDistiller's 240-epoch schedule, resnet8x4 students for 240 epochs at batch 512,
 three seeds) and `configs/cifar10_simclr_resnet18_gpu.toml` (SimCLR ResNet-18, 200 epochs, batch 512,
 for the 84.7% reference) are the configurations for that scale.
