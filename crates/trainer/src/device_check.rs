@@ -230,7 +230,7 @@ pub fn check_losses(device: &Device) -> Result<Vec<Comparison>> {
         loss_check("supcon", &[Tensor::cat(&[&z_a, &z_b], 0)?], device, |t| {
             losses::supcon(&t[0], &on(&labels, &t[0])?, 0.1)
         })?,
-        loss_check("kd_loss", &[student.clone()], device, |t| {
+        loss_check("kd_loss", std::slice::from_ref(&student), device, |t| {
             losses::kd_loss(&t[0], &on(&teacher, &t[0])?, 4.0)
         })?,
         loss_check(
@@ -369,10 +369,12 @@ pub fn check_training(opts: &CheckOptions) -> Result<(Vec<Comparison>, Vec<f64>,
     crate::checkpoint::save(&teacher, &variables(&net), &md)?;
 
     let batch = 32;
-    let mut cfg = Config::default();
-    cfg.quiet = true;
-    cfg.log_every = 1;
-    cfg.checkpoint_every = 0;
+    let mut cfg = Config {
+        quiet: true,
+        log_every: 1,
+        checkpoint_every: 0,
+        ..Config::default()
+    };
     cfg.data.source = opts.data.clone();
     cfg.data.train_per_class = (opts.train_steps * batch).div_ceil(10);
     cfg.data.test_per_class = 10;

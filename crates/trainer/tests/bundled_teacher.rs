@@ -45,8 +45,10 @@ fn the_bundled_teacher_is_half_precision_resnet8x4_under_25_mb() -> Result<()> {
 
 #[test]
 fn bundled_names_the_teacher_and_it_classifies_the_sample() -> Result<()> {
-    let mut cfg = Config::default();
-    cfg.threads = 2;
+    let mut cfg = Config {
+        threads: 2,
+        ..Config::default()
+    };
     cfg.eval.knn_k = 20;
     let by_name = trainer::run::run_eval(&cfg, Path::new(BUNDLED), None, false)?;
     let by_path = trainer::run::run_eval(&cfg, &bundled_teacher(), None, false)?;
