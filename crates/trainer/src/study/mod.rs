@@ -504,24 +504,24 @@ pub fn run(plan: &StudyPlan, interrupt: &AtomicBool, obs: &dyn Observer) -> Resu
             let dir = plan.runs.join(format!("teacher_{}", tag(&identity)));
             let best = dir.join("best.safetensors");
             load_cfg.out = dir.clone();
-            if reusable::<TeacherResult>(&dir.join("teacher.json"), &identity, |r| &r.config)?
-                .is_none()
-            {
-                obs.say(&format!(
-                    "teacher: {} {:?}, {} epochs ...",
-                    cfg.teacher.arch, cfg.teacher.method, cfg.teacher.optim.epochs
-                ));
-                run::prepare_out(&load_cfg)?;
-                let teacher_ctx = Ctx::new(&load_cfg, &teacher_split, interrupt)?;
-                phases::train_teacher(&teacher_ctx, &dir, true)?;
-            } else {
-                obs.say(&format!("teacher: reusing {}", best.display()));
-            }
             (identity, best.clone(), dir, best)
         }
     };
     let teacher_json = teacher_dir.join("teacher.json");
     let previous = reusable::<TeacherResult>(&teacher_json, &teacher_cfg, |r| &r.config)?;
+    if study.teacher_checkpoint.is_none() {
+        if previous.is_none() {
+            obs.say(&format!(
+                "teacher: {} {:?}, {} epochs ...",
+                cfg.teacher.arch, cfg.teacher.method, cfg.teacher.optim.epochs
+            ));
+            run::prepare_out(&load_cfg)?;
+            let teacher_ctx = Ctx::new(&load_cfg, &teacher_split, interrupt)?;
+            phases::train_teacher(&teacher_ctx, &teacher_dir, true)?;
+        } else {
+            obs.say(&format!("teacher: reusing {}", best.display()));
+        }
+    }
     let ctx = Ctx::new(&cfg, &split, interrupt)?;
     let (teacher, _) = Net::from_checkpoint(
         &best,
@@ -544,15 +544,17 @@ pub fn run(plan: &StudyPlan, interrupt: &AtomicBool, obs: &dyn Observer) -> Resu
         (split.train.len(), tr.classes),
         &ctx.device,
     )?;
-    let mut epochs = match study.teacher_checkpoint {
+    let epochs = match study.teacher_checkpoint {
+        // The curve of the run that made the checkpoint, as it was recorded.
         Some(_) => best.parent().map_or(Ok(vec![]), epoch_records)?,
-        None => epoch_records(&teacher_dir)?,
-    };
-    if study.teacher_checkpoint.is_none() {
-        if let (Some(last), Some(acc)) = (epochs.last_mut(), teacher_eval.classifier_accuracy) {
-            last["test_accuracy"] = serde_json::json!(acc);
+        None => {
+            let mut epochs = epoch_records(&teacher_dir)?;
+            if let (Some(last), Some(acc)) = (epochs.last_mut(), teacher_eval.classifier_accuracy) {
+                last["test_accuracy"] = serde_json::json!(acc);
+            }
+            epochs
         }
-    }
+    };
     let elapsed_before = previous
         .as_ref()
         .map_or(0.0, |p| p.seconds_with_eval_and_targets);
